@@ -1,0 +1,198 @@
+"""Thin Typer commands: load the config, call one stage, print the result, map errors to exit codes."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from textclf_cli import console
+from textclf_cli.errors import EXIT_INTERRUPTED, ConfigError, TextclfError
+
+app = typer.Typer(
+    help="Train TextCNN / (Bi)LSTM / bag-of-ngrams text classifiers from a YAML config, evaluate them, predict.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override a config key: --set train.lr=3e-4 (repeatable; wins over the file)."),
+]
+QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="Print only the final result line.")]
+DeviceOption = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")]
+
+
+class Split(str, Enum):
+    test = "test"
+    valid = "valid"
+
+
+class OutputFormat(str, Enum):
+    table = "table"
+    jsonl = "jsonl"
+    csv = "csv"
+
+
+def handled(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn the project's errors into one line on stderr and their exit code; never a bare traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except TextclfError as exc:
+            for line in str(exc).splitlines():
+                print(f"error: {line}", file=sys.stderr)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            print("error: interrupted", file=sys.stderr)
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+        except typer.Exit:
+            raise
+        except Exception as exc:  # a bug, not a user mistake: still one line unless debugging
+            if os.environ.get("TEXTCLF_DEBUG"):
+                raise
+            print(f"internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+                  f"(set TEXTCLF_DEBUG=1 to see the traceback, and please report it)", file=sys.stderr)
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+def _load(config_path: Path, overrides: list[str] | None):
+    from textclf_cli.config import load_config
+
+    return load_config(config_path, overrides or [])
+
+
+def _resolve_target(target: str, overrides: list[str] | None) -> tuple[Path, Path | None]:
+    """(checkpoint, run folder) for a config (its latest completed run), a run folder or a .pt file."""
+    from textclf_cli.runs import find_checkpoint, latest_run
+
+    path = Path(target)
+    if path.suffix.lower() in (".yaml", ".yml"):
+        config = _load(path, overrides)
+        return find_checkpoint(latest_run(config.output.runs_dir, config.experiment))
+    if overrides:
+        raise ConfigError("--set applies to a config; TARGET here is a run folder or checkpoint, which carries its own")
+    return find_checkpoint(path)
+
+
+@app.command()
+@handled
+def prepare(
+    config_path: Annotated[Path, typer.Argument(metavar="CONFIG", help="YAML config.")],
+    overrides: SetOption = None,
+    force: Annotated[bool, typer.Option("--force", help="Prepare again even when cached.")] = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Read, clean, tokenize and encode the data once; later commands reuse it."""
+    console.setup_logging(quiet)
+    from textclf_cli.prepare import prepare as prepare_data
+
+    data = prepare_data(_load(config_path, overrides), force=force)
+    console.result(str(data.root))
+
+
+@app.command()
+@handled
+def train(
+    config_path: Annotated[Path, typer.Argument(metavar="CONFIG", help="YAML config.")],
+    overrides: SetOption = None,
+    resume: Annotated[Path | None, typer.Option("--resume", help="Continue this run folder from last.pt.")] = None,
+    promote_if_better: Annotated[
+        bool, typer.Option("--promote-if-better", help="Point runs/<experiment>/best here only if it beats it.")
+    ] = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Train a model; prints the run folder."""
+    console.setup_logging(quiet)
+    config = _load(config_path, overrides)
+    from textclf_cli.distributed import distributed_context
+    from textclf_cli.train import train as train_model
+
+    with distributed_context(config) as distributed:
+        result = train_model(config, resume=resume, promote_if_better=promote_if_better, distributed=distributed)
+        if distributed is not None and not distributed.is_main:
+            return
+    state = result.state
+    console.log.info(f"completed {state.epoch} epoch(s); best {config.train.monitor} "
+                     f"{state.best_metric:.4f} at epoch {state.best_epoch}")
+    if result.promotion:
+        console.log.info(result.promotion)
+    console.result(str(result.run_dir))
+
+
+@app.command()
+@handled
+def evaluate(
+    target: Annotated[str, typer.Argument(help="Config (.yaml: its latest run), run folder or checkpoint .pt.")],
+    overrides: SetOption = None,
+    split: Annotated[Split, typer.Option("--split", help="Prepared split to evaluate.")] = Split.test,
+    data: Annotated[Path | None, typer.Option("--data", help="A labelled CSV/TSV/JSONL file instead.")] = None,
+    device: DeviceOption = "auto",
+    quiet: QuietOption = False,
+) -> None:
+    """Accuracy, precision, recall, F1, confusion matrix; written to the run folder."""
+    console.setup_logging(quiet)
+    from textclf_cli.evaluate import evaluate as evaluate_model
+    from textclf_cli.report import show_metrics
+
+    checkpoint, run_dir = _resolve_target(target, overrides)
+    result = evaluate_model(checkpoint, run_dir, split=split.value, data_file=data, device_spec=device)
+    if not quiet:
+        show_metrics(result.metrics, f"{result.name}: {checkpoint}")
+    console.result(f"accuracy {result.metrics['accuracy']:.4f} f1_macro {result.metrics['f1_macro']:.4f} "
+                   f"on {result.metrics['num_examples']} examples; written to {result.out_dir}")
+
+
+@app.command()
+@handled
+def predict(
+    target: Annotated[str, typer.Argument(help="Config (.yaml: its latest run), run folder or checkpoint .pt.")],
+    texts: Annotated[list[str] | None, typer.Argument(help='Texts to classify ("-" reads stdin).')] = None,
+    input_file: Annotated[
+        Path | None, typer.Option("--input", "-i", help="txt (one text per line), CSV/TSV/JSONL, or - for stdin.")
+    ] = None,
+    output_format: Annotated[OutputFormat, typer.Option("--format", "-f")] = OutputFormat.table,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write here instead of stdout.")] = None,
+    top_k: Annotated[int | None, typer.Option("--top-k", min=1, help="Show the k most likely labels.")] = None,
+    text_column: Annotated[str, typer.Option("--text-column", help="Text column of a CSV/TSV/JSONL input.")] = "text",
+    overrides: SetOption = None,
+    device: DeviceOption = "auto",
+    quiet: QuietOption = False,
+) -> None:
+    """Label texts with a trained model; the checkpoint alone is enough."""
+    console.setup_logging(quiet)
+    from textclf_cli import predict as predicting
+
+    all_texts = predicting.gather_texts(texts or [], input_file, text_column)
+    checkpoint, _ = _resolve_target(target, overrides)
+    predictions = predicting.predict(checkpoint, all_texts, device_spec=device)
+    records = predicting.rows(predictions, top_k)
+    if output_format is OutputFormat.table and output is not None:
+        raise ConfigError("predict: --output needs --format jsonl or csv (the table is for the terminal)")
+    if output_format is OutputFormat.table:
+        predicting.show_table(records)
+        return
+    text = (predicting.format_csv(records, predictions.labels) if output_format is OutputFormat.csv
+            else predicting.format_jsonl(records))
+    if output is None:
+        sys.stdout.write(text)
+        return
+    from textclf_cli.atomic import write_text_atomic
+
+    write_text_atomic(output, text)
+    console.result(f"{len(records)} prediction(s) written to {output}")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,256 @@
+"""The YAML config: pydantic schema, loading with file:line errors, and dotted --set overrides."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from textclf_cli.errors import ConfigError
+
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+MONITORS = ("valid_f1_macro", "valid_accuracy", "valid_loss")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(Strict):
+    format: Literal["imdb", "csv", "tsv", "jsonl"] = "csv"
+    train: Path
+    test: Path | None = None
+    valid: Path | None = None
+    text_column: str = "text"
+    label_column: str = "label"
+    valid_fraction: float = Field(0.1, gt=0.0, lt=1.0)
+    encoding: str = "utf-8"
+    bad_rows: Literal["skip", "error"] = "skip"
+    url: str | None = None
+    sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
+    prepared_dir: Path = Path("data/prepared")
+
+
+class TokenizerConfig(Strict):
+    kind: Literal["regexp", "toktok", "treebank", "punkt"] = "toktok"
+    lowercase: bool = True
+    strip_html: bool = True
+    strip_punctuation: bool = False
+    remove_stopwords: bool = False
+    stopwords: Literal["sklearn", "nltk"] = "sklearn"
+
+
+class VocabConfig(Strict):
+    max_size: int = Field(30000, ge=3)
+    min_freq: int = Field(2, ge=1)
+    max_length: int = Field(400, ge=1)
+    truncate: Literal["head", "tail", "head_tail"] = "head"
+
+
+class EmbeddingSettings(Strict):
+    embedding_dim: int = Field(128, ge=1)
+    pretrained_embeddings: Path | None = None
+    freeze_embeddings: bool = False
+
+
+class CNNConfig(EmbeddingSettings):
+    type: Literal["cnn"] = "cnn"
+    num_filters: int = Field(100, ge=1)
+    filter_sizes: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [3, 4, 5], min_length=1)
+    dropout: float = Field(0.5, ge=0.0, lt=1.0)
+    pooling: Literal["max", "max_mean"] = "max"
+
+
+class LSTMConfig(EmbeddingSettings):
+    type: Literal["lstm"] = "lstm"
+    hidden_size: int = Field(128, ge=1)
+    num_layers: int = Field(1, ge=1)
+    bidirectional: bool = True
+    dropout: float = Field(0.5, ge=0.0, lt=1.0)
+    pooling: Literal["last", "max", "mean", "max_mean"] = "last"
+
+
+class BagConfig(EmbeddingSettings):
+    type: Literal["bag"] = "bag"
+    ngrams: int = Field(2, ge=1, le=3)
+    buckets: int = Field(2_000_000, ge=1)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+ModelConfig = Annotated[CNNConfig | LSTMConfig | BagConfig, Field(discriminator="type")]
+MODEL_CLASSES: dict[str, type[Strict]] = {"cnn": CNNConfig, "lstm": LSTMConfig, "bag": BagConfig}
+
+
+class TrainConfig(Strict):
+    epochs: int = Field(5, ge=1)
+    batch_size: int = Field(64, ge=1)
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: float = Field(1e-3, gt=0.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    scheduler: Literal["none", "linear", "cosine"] = "none"
+    warmup_epochs: float = Field(0.0, ge=0.0)
+    grad_clip: float | None = Field(5.0, gt=0.0)
+    early_stopping_patience: int | None = Field(3, ge=1)
+    monitor: str = "valid_f1_macro"
+    class_weights: Literal["none", "balanced"] = "none"
+    bucket_chunk: int = Field(50, ge=1)
+    eval_batch_size: int = Field(256, ge=1)
+    num_threads: int | None = Field(None, ge=1)
+    precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"
+    compile: bool = False
+
+    @field_validator("monitor")
+    @classmethod
+    def _known_monitor(cls, value: str) -> str:
+        if value not in MONITORS:
+            raise ValueError(f"must be one of {', '.join(MONITORS)}")
+        return value
+
+
+class OutputConfig(Strict):
+    runs_dir: Path = Path("runs")
+
+
+class Config(Strict):
+    experiment: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
+    seed: int = 42
+    device: str = "auto"
+    data: DataConfig
+    tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
+    vocab: VocabConfig = Field(default_factory=VocabConfig)
+    model: ModelConfig = Field(default_factory=CNNConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        if not DEVICE_PATTERN.match(value):
+            raise ValueError("must be auto, cpu, cuda, cuda:N or mps")
+        return value
+
+
+# ---------------------------------------------------------------------------------------------------------
+# loading
+
+
+def load_config(path: Path, overrides: list[str] | None = None) -> Config:
+    """Read, override and validate a config; every problem becomes one ConfigError (exit 2)."""
+    raw = read_yaml_mapping(path)
+    for override in overrides or []:
+        apply_override(raw, override)
+    return validate_config(raw, source=str(path))
+
+
+def read_yaml_mapping(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise ConfigError(f"{path}: config file not found; pass the path of a YAML config (see configs/)")
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a folder, expected a YAML config file")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        raise ConfigError(f"{where}: invalid YAML: {exc.problem or exc.context}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+    if raw is None:
+        raise ConfigError(f"{path}: the config is empty; it needs at least `experiment` and `data.train`")
+    if not isinstance(raw, dict):
+        kind = type(raw).__name__
+        raise ConfigError(f"{path}: the top level must be a mapping of keys (experiment:, data:, ...), got {kind}")
+    return raw
+
+
+def apply_override(raw: dict[str, Any], override: str) -> None:
+    """`train.lr=3e-4` sets raw["train"]["lr"] = 3e-4 (the value is parsed as YAML)."""
+    key, sep, value_text = override.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"--set {override!r}: expected KEY.PATH=VALUE, for example --set train.lr=3e-4")
+    try:
+        value = yaml.safe_load(value_text) if value_text.strip() else None
+    except yaml.YAMLError:
+        value = value_text
+    parts = key.split(".")
+    node = raw
+    for depth, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            where = ".".join(parts[: depth + 1])
+            raise ConfigError(f"--set {key}: {where} is a value, not a section; it has no key {parts[depth + 1]!r}")
+        node = child
+    node[parts[-1]] = value
+
+
+def validate_config(raw: dict[str, Any], source: str) -> Config:
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as exc:
+        lines = [f"{source}: {describe_error(err)}" for err in exc.errors()]
+        raise ConfigError("\n".join(lines)) from None
+    return config
+
+
+def describe_error(err: dict[str, Any]) -> str:
+    raw_loc = tuple(err["loc"])
+    loc = _clean_loc(raw_loc)
+    key = ".".join(str(part) for part in loc) or "(top level)"
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        if len(raw_loc) == 3 and raw_loc[0] == "model" and raw_loc[1] in MODEL_CLASSES:
+            allowed = list(MODEL_CLASSES[raw_loc[1]].model_fields)
+        else:
+            allowed = _allowed_keys(loc[:-1])
+        return f"{key}: unknown key{_did_you_mean(str(loc[-1]), allowed)}"
+    if kind == "missing":
+        return f"{key}: required key is missing"
+    if kind == "union_tag_invalid":
+        return f"{key}.type: unknown model type {err['input'].get('type')!r}; allowed: cnn, lstm, bag"
+    if kind == "union_tag_not_found":
+        return f"{key}.type: required key is missing (cnn, lstm or bag)"
+    message = err["msg"].removeprefix("Value error, ")
+    got = err.get("input")
+    if isinstance(got, (dict, list)) or got is None:
+        return f"{key}: {message}"
+    return f"{key}: {message} (got {got!r})"
+
+
+def _clean_loc(loc: tuple) -> tuple:
+    # pydantic puts the discriminator tag into the path: ('model', 'cnn', 'x') -> ('model', 'x')
+    if len(loc) >= 2 and loc[0] == "model" and loc[1] in MODEL_CLASSES:
+        return (loc[0],) + tuple(loc[2:])
+    return tuple(loc)
+
+
+def _did_you_mean(name: str, allowed: list[str]) -> str:
+    close = difflib.get_close_matches(name, allowed, n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"{hint} allowed here: {', '.join(sorted(allowed))}"
+
+
+def _allowed_keys(parent: tuple) -> list[str]:
+    model: Any = Config
+    for part in parent:
+        field = model.model_fields.get(str(part)) if isinstance(model, type) else None
+        if field is None or not isinstance(field.annotation, type) or not issubclass(field.annotation, BaseModel):
+            return []
+        model = field.annotation
+    return list(model.model_fields)
+
+
+def config_to_dict(config: Config) -> dict[str, Any]:
+    """Plain JSON/YAML-safe dict (paths as strings), e.g. for config.yaml and checkpoints."""
+    return config.model_dump(mode="json")

@@ -1,0 +1,108 @@
+"""Where messages go: rich progress and tables on a terminal, plain timestamped lines otherwise.
+
+Logs and progress go to stderr so that stdout carries only results (predictions, the run folder).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+LOGGER_NAME = "textclf"
+log = logging.getLogger(LOGGER_NAME)
+
+stdout = Console(soft_wrap=True)
+stderr = Console(stderr=True, soft_wrap=True)
+
+_quiet = False
+
+
+def is_interactive() -> bool:
+    """Progress bars only when a person is watching both streams."""
+    return sys.stdout.isatty() and sys.stderr.isatty()
+
+
+def setup_logging(quiet: bool = False) -> None:
+    global _quiet
+    _quiet = quiet
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    for handler in list(log.handlers):
+        if getattr(handler, "_textclf_console", False):
+            log.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler._textclf_console = True  # type: ignore[attr-defined]
+    handler.setLevel(logging.WARNING if quiet else logging.INFO)
+    fmt = "%(message)s" if is_interactive() else "%(asctime)s %(levelname)s %(message)s"
+    handler.setFormatter(logging.Formatter(fmt, datefmt="%Y-%m-%dT%H:%M:%S"))
+    log.addHandler(handler)
+
+
+def add_log_file(path: Path) -> logging.Handler:
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%S"))
+    handler.setLevel(logging.INFO)
+    log.addHandler(handler)
+    return handler
+
+
+def remove_handler(handler: logging.Handler) -> None:
+    log.removeHandler(handler)
+    handler.close()
+
+
+def is_quiet() -> bool:
+    return _quiet
+
+
+def result(line: str) -> None:
+    """The one line a script reads on stdout (printed even with --quiet)."""
+    print(line, flush=True)
+
+
+class EpochProgress:
+    """A rich progress bar on a terminal; silent otherwise (callers log one line per epoch)."""
+
+    def __init__(self, total: int, description: str) -> None:
+        self.total = total
+        self.description = description
+        self._bar = None
+        self._task = None
+
+    def __enter__(self) -> EpochProgress:
+        if not _quiet and is_interactive():
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._bar = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[status]}"),
+                console=stderr,
+                transient=True,
+            )
+            self._bar.__enter__()
+            self._task = self._bar.add_task(self.description, total=self.total, status="")
+        return self
+
+    def advance_to(self, completed: int, status: str = "") -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, completed=completed, status=status)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(None, None, None)
+
+
+class Stopwatch:
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+
+    @property
+    def seconds(self) -> float:
+        return time.perf_counter() - self.start

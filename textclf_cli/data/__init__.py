@@ -1,0 +1,1 @@
+"""Reading, tokenizing, encoding and batching labelled text."""

@@ -1,0 +1,93 @@
+"""Length-bucketed batches from a prepared split: little padding, seeded order, padding-safe lengths."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from textclf_cli.data.prepared import EncodedSplit
+from textclf_cli.data.vocab import PAD_ID
+
+
+@dataclass
+class Batch:
+    token_ids: torch.Tensor  # (B, T) int64, PAD_ID after each text
+    lengths: torch.Tensor  # (B,) int64, >= 1 (an empty text counts as one pad token)
+    targets: torch.Tensor  # (B,) int64
+    indices: np.ndarray  # (B,) positions in the split
+
+    def to(self, device: torch.device, non_blocking: bool = False) -> Batch:
+        return Batch(
+            self.token_ids.to(device, non_blocking=non_blocking),
+            self.lengths.to(device, non_blocking=non_blocking),
+            self.targets.to(device, non_blocking=non_blocking),
+            self.indices,
+        )
+
+
+def clipped_lengths(split: EncodedSplit, max_length: int) -> np.ndarray:
+    return np.clip(split.lengths, 1, max_length)
+
+
+def batch_indices(
+    lengths: np.ndarray, batch_size: int, shuffle: bool, seed: int = 0, epoch: int = 0, chunk_batches: int = 50
+) -> list[np.ndarray]:
+    """Groups of example positions with similar lengths.
+
+    Training: shuffle, sort by length inside chunks of `chunk_batches` batches, shuffle the batch order
+    (seeded by seed and epoch, so a resumed epoch sees the same order). Evaluation: sorted by length.
+    """
+    n = len(lengths)
+    if not shuffle:
+        order = np.argsort(lengths, kind="stable")
+        return [order[i: i + batch_size] for i in range(0, n, batch_size)]
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(n)
+    chunk = batch_size * chunk_batches
+    batches = []
+    for start in range(0, n, chunk):
+        part = order[start: start + chunk]
+        part = part[np.argsort(lengths[part], kind="stable")]
+        batches.extend(part[i: i + batch_size] for i in range(0, len(part), batch_size))
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def collate(
+    split: EncodedSplit, indices: np.ndarray, max_length: int, truncate: str = "head", min_width: int = 1
+) -> Batch:
+    """Pad the chosen texts to the longest of them (at least `min_width`, e.g. the widest CNN filter)."""
+    rows = [truncate_ids(split.ids[split.offsets[i]: split.offsets[i + 1]], max_length, truncate) for i in indices]
+    lengths = np.array([max(1, len(row)) for row in rows], dtype=np.int64)
+    width = max(int(lengths.max()), min_width)
+    padded = np.full((len(rows), width), PAD_ID, dtype=np.int64)
+    for r, row in enumerate(rows):
+        padded[r, : len(row)] = row
+    return Batch(
+        torch.from_numpy(padded), torch.from_numpy(lengths), torch.from_numpy(split.targets[indices]), indices
+    )
+
+
+def truncate_ids(ids: np.ndarray, max_length: int, how: str) -> np.ndarray:
+    """head keeps the start; tail the end; head_tail the first quarter and the last three quarters."""
+    if len(ids) <= max_length:
+        return ids
+    if how == "tail":
+        return ids[-max_length:]
+    if how == "head_tail":
+        head = max_length // 4
+        return np.concatenate([ids[:head], ids[len(ids) - (max_length - head):]])
+    return ids[:max_length]
+
+
+def iterate_batches(
+    split: EncodedSplit,
+    batches: list[np.ndarray],
+    max_length: int,
+    truncate: str,
+    min_width: int,
+) -> Iterator[Batch]:
+    for indices in batches:
+        yield collate(split, indices, max_length, truncate, min_width)

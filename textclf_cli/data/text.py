@@ -1,0 +1,131 @@
+"""Cleaning and nltk tokenization; picklable so it runs in a process pool over all cores."""
+
+from __future__ import annotations
+
+import html
+import os
+import re
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+from textclf_cli.errors import ConfigError
+
+HTML_TAG = re.compile(r"<[^>]{0,200}>")
+HAS_WORD_CHAR = re.compile(r"\w")
+WORD_OR_PUNCT = r"\w+(?:'\w+)?|[^\w\s]"
+PARALLEL_MIN_TEXTS = 2000  # below this a process pool costs more than it saves
+
+
+@dataclass(frozen=True)
+class TokenizerSettings:
+    """Everything that decides which tokens a text becomes; stored in every checkpoint."""
+
+    kind: str = "toktok"
+    lowercase: bool = True
+    strip_html: bool = True
+    strip_punctuation: bool = False
+    remove_stopwords: bool = False
+    stopwords: str = "sklearn"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Tokenizer:
+    """text -> list of tokens, following TokenizerSettings."""
+
+    def __init__(self, settings: TokenizerSettings) -> None:
+        self.settings = settings
+        self._split = _make_splitter(settings.kind)
+        self._stopwords = _load_stopwords(settings.stopwords) if settings.remove_stopwords else frozenset()
+
+    def __call__(self, text: str) -> list[str]:
+        settings = self.settings
+        if settings.strip_html:
+            text = html.unescape(HTML_TAG.sub(" ", text))
+        if settings.lowercase:
+            text = text.lower()
+        tokens = self._split(text)
+        if settings.strip_punctuation:
+            tokens = [token for token in tokens if HAS_WORD_CHAR.search(token)]
+        if self._stopwords:
+            tokens = [token for token in tokens if token.lower() not in self._stopwords]
+        return tokens
+
+    def __getstate__(self) -> TokenizerSettings:
+        return self.settings
+
+    def __setstate__(self, settings: TokenizerSettings) -> None:
+        self.__init__(settings)
+
+
+def _make_splitter(kind: str) -> Callable[[str], list[str]]:
+    if kind == "regexp":
+        from nltk.tokenize import RegexpTokenizer
+
+        return RegexpTokenizer(WORD_OR_PUNCT).tokenize
+    if kind == "toktok":
+        from nltk.tokenize.toktok import ToktokTokenizer
+
+        return ToktokTokenizer().tokenize
+    if kind == "treebank":
+        from nltk.tokenize import word_tokenize
+
+        return lambda text: word_tokenize(text, preserve_line=True)
+    if kind == "punkt":
+        _require_nltk_resource("tokenizers/punkt_tab", "punkt_tab", "tokenizer.kind: punkt")
+        from nltk.tokenize import word_tokenize
+
+        return word_tokenize
+    raise ConfigError(f"tokenizer.kind: unknown tokenizer {kind!r}; allowed: regexp, toktok, treebank, punkt")
+
+
+def _load_stopwords(source: str) -> frozenset[str]:
+    if source == "nltk":
+        _require_nltk_resource("corpora/stopwords", "stopwords", "tokenizer.stopwords: nltk")
+        from nltk.corpus import stopwords
+
+        return frozenset(stopwords.words("english"))
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    return frozenset(ENGLISH_STOP_WORDS)
+
+
+def _require_nltk_resource(resource: str, package: str, option: str) -> None:
+    import nltk
+
+    try:
+        nltk.data.find(resource)
+    except LookupError:
+        raise ConfigError(
+            f"{option} needs the nltk data package {package!r}, which is not installed; install it with "
+            f"`python -m nltk.downloader {package}` (or pick tokenizer.kind: toktok / tokenizer.stopwords: sklearn)"
+        ) from None
+
+
+def tokenize_all(texts: list[str], settings: TokenizerSettings, workers: int | None = None) -> list[list[str]]:
+    """Tokenize many texts, over all cores when there are enough of them to pay for the pool."""
+    tokenizer = Tokenizer(settings)
+    workers = workers or os.cpu_count() or 1
+    if workers <= 1 or len(texts) < PARALLEL_MIN_TEXTS:
+        return [tokenizer(text) for text in texts]
+    import multiprocessing
+
+    # spawn, not fork: the parent may already run torch's thread pools, which do not survive a fork.
+    context = multiprocessing.get_context("spawn")
+    chunksize = max(64, len(texts) // (workers * 8))
+    with context.Pool(workers, initializer=_init_worker, initargs=(settings,)) as pool:
+        return pool.map(_tokenize_in_worker, texts, chunksize=chunksize)
+
+
+_worker_tokenizer: Tokenizer | None = None
+
+
+def _init_worker(settings: TokenizerSettings) -> None:
+    global _worker_tokenizer
+    _worker_tokenizer = Tokenizer(settings)
+
+
+def _tokenize_in_worker(text: str) -> list[str]:
+    assert _worker_tokenizer is not None  # set by _init_worker in every pool process
+    return _worker_tokenizer(text)

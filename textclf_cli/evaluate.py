@@ -1,0 +1,78 @@
+"""The evaluate stage: a checkpoint + a labelled split or file -> metrics, report and plots in the run folder."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from textclf_cli import files
+from textclf_cli.checkpoint import LoadedModel, load_model
+from textclf_cli.config import validate_config
+from textclf_cli.data.prepared import EncodedSplit
+from textclf_cli.data.sources import read_table
+from textclf_cli.device import resolve_device
+from textclf_cli.errors import ConfigError, DataError
+from textclf_cli.inference import encode_texts, log_probabilities
+from textclf_cli.metrics import classification_metrics, classification_report_text
+from textclf_cli.report import write_evaluation
+
+TABLE_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl"}
+
+
+@dataclass
+class EvaluationResult:
+    metrics: dict[str, Any]
+    out_dir: Path
+    name: str
+
+
+def evaluate(checkpoint_path: Path, run_dir: Path | None, split: str = "test", data_file: Path | None = None,
+             device_spec: str = "auto", batch_size: int = 256) -> EvaluationResult:
+    loaded = load_model(checkpoint_path, resolve_device(device_spec))
+    if data_file is not None:
+        encoded, name = labelled_file(data_file, loaded), data_file.stem
+    else:
+        encoded, name = prepared_split(loaded, split), split
+    log_probs = log_probabilities(loaded.model, encoded, loaded.max_length, loaded.truncate, batch_size,
+                                  next(loaded.model.parameters()).device)
+    predictions = log_probs.argmax(1)
+    metrics = classification_metrics(encoded.targets, predictions, loaded.labels)
+    metrics.update(checkpoint=str(checkpoint_path), data=str(data_file) if data_file else split,
+                   checkpoint_epoch=loaded.checkpoint.get("epoch"))
+    report_text = classification_report_text(encoded.targets, predictions, loaded.labels)
+    base = run_dir if run_dir is not None else checkpoint_path.parent
+    out_dir = base / files.EVALUATION_DIR / name
+    write_evaluation(out_dir, metrics, report_text)
+    return EvaluationResult(metrics, out_dir, name)
+
+
+def labelled_file(path: Path, loaded: LoadedModel) -> EncodedSplit:
+    data = loaded.checkpoint["config"]["data"]
+    file_format = TABLE_FORMATS.get(path.suffix.lower())
+    if file_format is None:
+        raise ConfigError(f"--data {path}: unknown file type {path.suffix!r}; use .csv, .tsv or .jsonl")
+    table = read_table(path, file_format, data["text_column"], data["label_column"], data.get("encoding", "utf-8"),
+                       data.get("bad_rows", "skip"))
+    label_index = {label: i for i, label in enumerate(loaded.labels)}
+    for label, row in zip(table.labels, table.rows):
+        if label not in label_index:
+            raise DataError(f"{path}:{row}: label {label!r} was never seen by this model "
+                            f"(it knows: {', '.join(loaded.labels)})")
+    targets = np.array([label_index[label] for label in table.labels], dtype=np.int64)
+    return encode_texts(table.texts, loaded.tokenizer, loaded.vocab, targets)
+
+
+def prepared_split(loaded: LoadedModel, split: str) -> EncodedSplit:
+    from textclf_cli.prepare import prepare
+
+    config = validate_config(loaded.checkpoint["config"], source=f"{loaded.path} (stored config)")
+    if split == "test" and config.data.format != "imdb" and config.data.test is None:
+        raise ConfigError("--split test: the run's config has no data.test; pass --data FILE or --split valid")
+    data = prepare(config)
+    if data.vocab != loaded.vocab or data.labels != loaded.labels:
+        raise DataError(f"{data.root}: prepared data does not match {loaded.path} (the input files changed); "
+                        f"evaluate with --data FILE instead")
+    return data.splits[split]

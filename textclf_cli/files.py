@@ -1,0 +1,30 @@
+"""Every file and folder name textclf writes, in one place (scripts and cron jobs read these)."""
+
+# run folder: runs/<experiment>/<run-id>/
+CONFIG_FILE = "config.yaml"
+STATUS_FILE = "status.json"
+HISTORY_FILE = "history.csv"
+TRAIN_LOG = "train.log"
+CURVES_PNG = "training_curves.png"
+CHECKPOINTS_DIR = "checkpoints"
+BEST_CHECKPOINT = "best.pt"
+LAST_CHECKPOINT = "last.pt"
+EVALUATION_DIR = "evaluation"
+LATEST_LINK = "latest"
+BEST_LINK = "best"
+LOCK_FILE = ".lock"
+
+# evaluation/<split>/
+METRICS_FILE = "metrics.json"
+REPORT_FILE = "classification_report.txt"
+CONFUSION_CSV = "confusion_matrix.csv"
+CONFUSION_PNG = "confusion_matrix.png"
+PREDICTIONS_FILE = "predictions.csv"
+
+# prepared data: data/prepared/<fingerprint>/
+PREPARED_META = "meta.json"
+PREPARED_VOCAB = "vocab.json"
+PREPARED_LABELS = "labels.json"
+PREPARED_IDS = "{split}.ids.npy"
+PREPARED_OFFSETS = "{split}.offsets.npy"
+PREPARED_TARGETS = "{split}.labels.npy"

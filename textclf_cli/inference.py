@@ -1,0 +1,51 @@
+"""Batched, length-sorted forward passes that return log-probabilities in the original example order."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from textclf_cli.data.loader import batch_indices, clipped_lengths, collate
+from textclf_cli.data.prepared import EncodedSplit
+from textclf_cli.data.text import TokenizerSettings, tokenize_all
+from textclf_cli.data.vocab import encode, token_index
+from textclf_cli.models import min_width
+
+
+@torch.inference_mode()
+def log_probabilities(
+    model: nn.Module,
+    split: EncodedSplit,
+    max_length: int,
+    truncate: str,
+    batch_size: int,
+    device: torch.device,
+    autocast_dtype: torch.dtype | None = None,
+) -> np.ndarray:
+    """(N, C) float32 log-softmax outputs, row i for example i of `split`."""
+    was_training = model.training
+    model.eval()
+    num_classes = None
+    outputs: list[tuple[np.ndarray, torch.Tensor]] = []
+    lengths = clipped_lengths(split, max_length)
+    for indices in batch_indices(lengths, batch_size, shuffle=False):
+        batch = collate(split, indices, max_length, truncate, min_width(model)).to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            logits = model(batch.token_ids, batch.lengths)
+        outputs.append((indices, torch.log_softmax(logits.float(), dim=1).cpu()))
+        num_classes = logits.size(1)
+    model.train(was_training)
+    result = np.zeros((len(split), num_classes or 0), dtype=np.float32)
+    for indices, values in outputs:
+        result[indices] = values.numpy()
+    return result
+
+
+def encode_texts(texts: list[str], tokenizer: TokenizerSettings, vocab: list[str],
+                 targets: np.ndarray | None = None) -> EncodedSplit:
+    """Raw texts -> an EncodedSplit, through the same tokenizer and vocabulary a model was trained with."""
+    ids, offsets = encode(tokenize_all(texts, tokenizer), token_index(vocab))
+    if targets is None:
+        targets = np.zeros(len(texts), dtype=np.int64)
+    return EncodedSplit(ids, offsets, targets)

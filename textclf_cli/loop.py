@@ -1,0 +1,214 @@
+"""The epoch loop: train, validate, keep the best and last checkpoints, stop early, stop on signals."""
+
+from __future__ import annotations
+
+import math
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from textclf_cli.console import EpochProgress, log
+from textclf_cli.data.loader import batch_indices, clipped_lengths, collate
+from textclf_cli.data.prepared import EncodedSplit
+from textclf_cli.errors import RunError
+from textclf_cli.inference import log_probabilities
+from textclf_cli.metrics import classification_metrics
+
+
+class StopRequested(Exception):
+    """Raised between batches after Ctrl-C / SIGTERM, so the caller can save and exit 130."""
+
+
+@dataclass
+class LoopSettings:
+    epochs: int
+    batch_size: int
+    eval_batch_size: int
+    max_length: int
+    truncate: str
+    min_width: int
+    seed: int
+    chunk_batches: int
+    grad_clip: float | None
+    monitor: str
+    patience: int | None
+    labels: list[str]
+
+
+@dataclass
+class TrainState:
+    """Everything besides weights and optimizer that a resumed run needs."""
+
+    epoch: int = 0  # last completed epoch
+    best_metric: float | None = None
+    best_epoch: int = 0
+    epochs_without_improvement: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Trainer:
+    """The moving parts of one training run (built by train.py, driven by fit())."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None
+    loss_fn: nn.Module
+    device: torch.device
+    amp: Any  # precision.AmpSettings
+    train_split: EncodedSplit
+    valid_split: EncodedSplit
+    settings: LoopSettings
+    stop: SignalGuard
+    distributed: Any = None  # distributed.Context or None
+    plain_model: nn.Module | None = None  # the model without compile/DDP wrappers (what checkpoints save)
+
+
+class SignalGuard:
+    """First Ctrl-C / SIGTERM asks the loop to stop after the current batch; a second one exits at once."""
+
+    def __init__(self) -> None:
+        self.requested: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> SignalGuard:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread (e.g. under a test runner thread)
+                pass
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            import os
+
+            os._exit(130)
+        self.requested = signal.Signals(signum).name
+        log.warning(f"{self.requested} received: stopping after this batch (send it again to quit at once)")
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def is_better(monitor: str, value: float, best: float | None) -> bool:
+    if best is None:
+        return True
+    return value < best if monitor == "valid_loss" else value > best
+
+
+def fit(trainer: Trainer, state: TrainState, on_epoch_end: Callable[[TrainState, bool], None]) -> TrainState:
+    """Run epochs state.epoch+1 .. epochs; on_epoch_end(state, improved) saves files after each one."""
+    settings = trainer.settings
+    for epoch in range(state.epoch + 1, settings.epochs + 1):
+        clock = time.perf_counter()
+        train_loss, train_accuracy = train_one_epoch(trainer, epoch)
+        valid = validate(trainer)
+        row = {
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "train_accuracy": train_accuracy,
+            "valid_loss": valid["loss"],
+            "valid_accuracy": valid["accuracy"],
+            "valid_f1_macro": valid["f1_macro"],
+            "lr": trainer.optimizer.param_groups[0]["lr"],
+            "seconds": round(time.perf_counter() - clock, 3),
+        }
+        state.history.append(row)
+        state.epoch = epoch
+        value = row[settings.monitor]
+        improved = is_better(settings.monitor, value, state.best_metric)
+        if improved:
+            state.best_metric, state.best_epoch, state.epochs_without_improvement = value, epoch, 0
+        else:
+            state.epochs_without_improvement += 1
+        log.info(
+            f"epoch {epoch}/{settings.epochs} train_loss {train_loss:.4f} train_acc {train_accuracy:.4f} "
+            f"valid_loss {valid['loss']:.4f} valid_acc {valid['accuracy']:.4f} valid_f1 {valid['f1_macro']:.4f} "
+            f"({row['seconds']:.1f}s{', best' if improved else ''})"
+        )
+        on_epoch_end(state, improved)
+        if settings.patience and state.epochs_without_improvement >= settings.patience:
+            log.info(f"early stopping: {settings.monitor} has not improved for {settings.patience} epoch(s)")
+            break
+    return state
+
+
+def train_one_epoch(trainer: Trainer, epoch: int) -> tuple[float, float]:
+    settings, model, device = trainer.settings, trainer.model, trainer.device
+    model.train()
+    batches = epoch_batches(trainer, epoch)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    seen = 0
+    with EpochProgress(len(batches), f"epoch {epoch}/{settings.epochs}") as progress:
+        for number, indices in enumerate(batches, start=1):
+            batch = collate(trainer.train_split, indices, settings.max_length, settings.truncate, settings.min_width)
+            batch = batch.to(device, non_blocking=True)
+            loss, logits = training_step(trainer, batch.token_ids, batch.lengths, batch.targets)
+            if not math.isfinite(loss.item()):
+                raise RunError(
+                    f"the training loss became {loss.item()} at epoch {epoch}, batch {number}; nothing was saved "
+                    f"from this state: lower train.lr or set train.grad_clip"
+                )
+            loss_sum += loss.detach().double() * len(indices)
+            correct += (logits.argmax(1) == batch.targets).sum()
+            seen += len(indices)
+            if number % 20 == 0 or number == len(batches):
+                progress.advance_to(number, f"loss {loss_sum.item() / seen:.4f} acc {correct.item() / seen:.4f}")
+            if trainer.stop.requested:
+                raise StopRequested(trainer.stop.requested)
+    totals = torch.stack([loss_sum, correct.double(), torch.tensor(float(seen), dtype=torch.float64, device=device)])
+    if trainer.distributed is not None:
+        trainer.distributed.all_reduce_sum(totals)
+    return float(totals[0] / totals[2]), float(totals[1] / totals[2])
+
+
+def epoch_batches(trainer: Trainer, epoch: int) -> list[np.ndarray]:
+    settings = trainer.settings
+    lengths = clipped_lengths(trainer.train_split, settings.max_length)
+    batches = batch_indices(lengths, settings.batch_size, shuffle=True, seed=settings.seed, epoch=epoch,
+                            chunk_batches=settings.chunk_batches)
+    if trainer.distributed is not None:
+        batches = trainer.distributed.shard_batches(batches, epoch)
+    return batches
+
+
+def training_step(
+    trainer: Trainer, token_ids: torch.Tensor, lengths: torch.Tensor, targets: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    amp = trainer.amp
+    trainer.optimizer.zero_grad(set_to_none=True)
+    with torch.autocast(trainer.device.type, dtype=amp.dtype, enabled=amp.enabled):
+        logits = trainer.model(token_ids, lengths)
+        loss = trainer.loss_fn(logits.float(), targets)
+    amp.scaler.scale(loss).backward()
+    if trainer.settings.grad_clip:
+        amp.scaler.unscale_(trainer.optimizer)
+        nn.utils.clip_grad_norm_(trainer.model.parameters(), trainer.settings.grad_clip)
+    amp.scaler.step(trainer.optimizer)
+    amp.scaler.update()
+    if trainer.scheduler is not None:
+        trainer.scheduler.step()
+    return loss, logits
+
+
+def validate(trainer: Trainer) -> dict[str, float]:
+    """Loss, accuracy and macro F1 over the whole validation split."""
+    settings = trainer.settings
+    log_probs = log_probabilities(trainer.plain_model or trainer.model, trainer.valid_split, settings.max_length, settings.truncate,
+                                  settings.eval_batch_size, trainer.device, trainer.amp.dtype if trainer.amp.enabled else None)
+    targets = trainer.valid_split.targets
+    metrics = classification_metrics(targets, log_probs.argmax(1), settings.labels)
+    loss = float(-log_probs[np.arange(len(targets)), targets].mean())
+    return {"loss": loss, "accuracy": metrics["accuracy"], "f1_macro": metrics["f1_macro"]}

@@ -1,0 +1,45 @@
+"""Kim (2014) TextCNN: embedding, parallel convolutions, max-over-time pooling, dropout, linear."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class TextCNN(nn.Module):
+    def __init__(
+        self,
+        vocab_size: int,
+        num_classes: int,
+        embedding_dim: int = 128,
+        num_filters: int = 100,
+        filter_sizes: list[int] | tuple[int, ...] = (3, 4, 5),
+        dropout: float = 0.5,
+        pooling: str = "max",
+    ) -> None:
+        super().__init__()
+        self.filter_sizes = list(filter_sizes)
+        self.pooling = pooling
+        self.min_width = max(self.filter_sizes)
+        self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=0)
+        self.convs = nn.ModuleList(nn.Conv1d(embedding_dim, num_filters, k) for k in self.filter_sizes)
+        self.dropout = nn.Dropout(dropout)
+        per_filter = 2 if pooling == "max_mean" else 1
+        self.classifier = nn.Linear(num_filters * len(self.filter_sizes) * per_filter, num_classes)
+
+    def forward(self, token_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        embedded = self.embedding(token_ids).transpose(1, 2)  # (B, T) -> (B, E, T)
+        features = [self._pool(conv(embedded), lengths, k) for conv, k in zip(self.convs, self.filter_sizes)]
+        return self.classifier(self.dropout(torch.cat(features, dim=1)))  # (B, F * n) -> (B, C)
+
+    def _pool(self, conv_out: torch.Tensor, lengths: torch.Tensor, width: int) -> torch.Tensor:
+        # Only windows that start inside the text count, so extra batch padding never changes the result;
+        # a text shorter than the filter keeps its first window (text + pad zeros).
+        positions = torch.arange(conv_out.size(2), device=conv_out.device)
+        valid = positions[None, :] < (lengths - width + 1).clamp(min=1)[:, None]  # (B, T')
+        activated = conv_out.relu()  # (B, F, T')
+        pooled = activated.masked_fill(~valid[:, None, :], 0.0).amax(dim=2)  # relu >= 0, so 0 is neutral
+        if self.pooling != "max_mean":
+            return pooled
+        mean = activated.masked_fill(~valid[:, None, :], 0.0).sum(2) / valid.sum(1, keepdim=True)
+        return torch.cat([pooled, mean], dim=1)

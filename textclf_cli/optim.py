@@ -1,0 +1,54 @@
+"""Optimizer, learning-rate schedule and loss built from the train section of the config."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from textclf_cli.config import TrainConfig
+
+
+def build_optimizer(model: nn.Module, train: TrainConfig) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if train.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay)
+    if train.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay)
+    return torch.optim.Adam(params, lr=train.lr, weight_decay=train.weight_decay)
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, train: TrainConfig, batches_per_epoch: int
+) -> torch.optim.lr_scheduler.LambdaLR | None:
+    """Per-batch schedule: linear warm-up over warmup_epochs, then constant, linear or cosine decay to 0."""
+    if train.scheduler == "none" and train.warmup_epochs == 0:
+        return None
+    total = max(1, train.epochs * batches_per_epoch)
+    warmup = int(train.warmup_epochs * batches_per_epoch)
+    kind = train.scheduler
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        if kind == "linear":
+            return 1.0 - progress
+        if kind == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * progress))
+        return 1.0
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def build_loss(class_weights: str, targets: np.ndarray, num_classes: int) -> nn.Module:
+    if class_weights == "none":
+        return nn.CrossEntropyLoss()
+    from sklearn.utils.class_weight import compute_class_weight
+
+    present = np.unique(targets)
+    weights = np.ones(num_classes, dtype=np.float32)
+    weights[present] = compute_class_weight("balanced", classes=present, y=targets)
+    return nn.CrossEntropyLoss(weight=torch.tensor(weights, dtype=torch.float32))

@@ -1,0 +1,32 @@
+"""Mixed precision: which autocast dtype to use and the gradient scaler fp16 needs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from textclf_cli.errors import ConfigError
+
+
+@dataclass
+class AmpSettings:
+    name: str  # the resolved precision: fp32, bf16 or fp16
+    dtype: torch.dtype | None
+    scaler: torch.amp.GradScaler
+
+    @property
+    def enabled(self) -> bool:
+        return self.dtype is not None
+
+
+def resolve_precision(requested: str, device: torch.device) -> AmpSettings:
+    """auto means bf16 on a GPU that supports it, else fp32 (CPU autocast is slower than fp32 here)."""
+    name = requested
+    if requested == "auto":
+        name = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    if name == "fp16" and device.type != "cuda":
+        raise ConfigError(f"train.precision: fp16 needs a CUDA device (device is {device}); use fp32 or bf16")
+    dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
+    scaler = torch.amp.GradScaler(device.type, enabled=name == "fp16")
+    return AmpSettings(name, dtype, scaler)

@@ -1,0 +1,99 @@
+"""The predict stage: a checkpoint alone + texts -> labels with probabilities as a table, JSON lines or CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from textclf_cli.checkpoint import LoadedModel, load_model
+from textclf_cli.data.sources import read_texts_file
+from textclf_cli.device import resolve_device
+from textclf_cli.errors import ConfigError
+from textclf_cli.inference import encode_texts, log_probabilities
+
+
+@dataclass
+class Predictions:
+    texts: list[str]
+    labels: list[str]  # the model's label order
+    probabilities: np.ndarray  # (N, C), rows sum to 1
+
+
+def gather_texts(texts: list[str], input_file: Path | None, text_column: str) -> list[str]:
+    """Texts from the arguments, from --input FILE, or from stdin when the only argument is '-'."""
+    if input_file is not None and texts:
+        raise ConfigError("predict: give texts as arguments or --input FILE, not both")
+    if input_file is not None:
+        if str(input_file) == "-":
+            return _stdin_lines()
+        return read_texts_file(input_file, text_column)
+    if texts == ["-"]:
+        return _stdin_lines()
+    if not texts:
+        raise ConfigError('predict: no text given; pass texts as arguments, --input FILE, or "-" to read stdin')
+    return texts
+
+
+def _stdin_lines() -> list[str]:
+    lines = [line.rstrip("\r\n") for line in sys.stdin if line.strip()]
+    if not lines:
+        raise ConfigError("predict: stdin was empty; pipe one text per line")
+    return lines
+
+
+def predict(checkpoint_path: Path, texts: list[str], device_spec: str = "auto", batch_size: int = 512) -> Predictions:
+    loaded = load_model(checkpoint_path, resolve_device(device_spec))
+    return predict_with(loaded, texts, batch_size)
+
+
+def predict_with(loaded: LoadedModel, texts: list[str], batch_size: int = 512) -> Predictions:
+    encoded = encode_texts(texts, loaded.tokenizer, loaded.vocab)
+    device = next(loaded.model.parameters()).device
+    log_probs = log_probabilities(loaded.model, encoded, loaded.max_length, loaded.truncate, batch_size, device)
+    return Predictions(texts, loaded.labels, np.exp(log_probs.astype(np.float64)))
+
+
+def rows(predictions: Predictions, top_k: int | None) -> list[dict]:
+    """One dict per text: text, label, probabilities of the top_k labels (all when None), highest first."""
+    result = []
+    k = len(predictions.labels) if not top_k else min(top_k, len(predictions.labels))
+    for text, probs in zip(predictions.texts, predictions.probabilities):
+        order = np.argsort(-probs, kind="stable")[:k]
+        result.append({"text": text, "label": predictions.labels[order[0]],
+                       "probabilities": {predictions.labels[i]: round(float(probs[i]), 6) for i in order}})
+    return result
+
+
+def format_jsonl(records: list[dict]) -> str:
+    return "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
+
+
+def format_csv(records: list[dict], labels: list[str]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["text", "label", *(f"p_{label}" for label in labels)])
+    for record in records:
+        writer.writerow([record["text"], record["label"], *(record["probabilities"].get(label, "") for label in labels)])
+    return buffer.getvalue()
+
+
+def show_table(records: list[dict]) -> None:
+    from rich.table import Table
+
+    from textclf_cli.console import stdout
+
+    table = Table()
+    table.add_column("text", overflow="fold", max_width=60)
+    table.add_column("label")
+    table.add_column("probabilities")
+    for record in records:
+        probs = ", ".join(f"{label}: {p:.3f}" for label, p in record["probabilities"].items())
+        text = record["text"] if len(record["text"]) <= 200 else record["text"][:197] + "..."
+        table.add_row(text, record["label"], probs)
+    stdout.print(table)

@@ -1,0 +1,168 @@
+"""The prepare stage: raw files -> clean/tokenize -> vocabulary -> token ids on disk, keyed by a fingerprint."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+from textclf_cli.config import Config
+from textclf_cli.console import Stopwatch, log
+from textclf_cli.data.download import download, sha256_of
+from textclf_cli.data.prepared import (
+    FORMAT_VERSION,
+    EncodedSplit,
+    PreparedData,
+    is_prepared,
+    load_prepared,
+    write_prepared,
+)
+from textclf_cli.data.sources import LabelledTexts, read_imdb, read_table
+from textclf_cli.data.text import TokenizerSettings, tokenize_all
+from textclf_cli.data.vocab import build_vocab, encode, token_index
+from textclf_cli.errors import DataError
+
+
+def tokenizer_settings(config: Config) -> TokenizerSettings:
+    return TokenizerSettings(**config.tokenizer.model_dump())
+
+
+def prepared_root(config: Config) -> Path:
+    return config.data.prepared_dir / fingerprint(config)
+
+
+def prepare(config: Config, force: bool = False) -> PreparedData:
+    """Prepared data for this config: reused when its fingerprint exists, else built and written once."""
+    ensure_inputs(config)
+    key = fingerprint(config)
+    root = config.data.prepared_dir / key
+    if is_prepared(root) and not force:
+        log.info(f"using prepared data {root}")
+        return load_prepared(root)
+    clock = Stopwatch()
+    raw_splits = read_splits(config)
+    data = encode_splits(raw_splits, config)
+    data.root = root
+    data.meta["fingerprint"] = key
+    write_prepared(root, data)
+    counts = ", ".join(f"{split} {len(encoded)}" for split, encoded in data.splits.items())
+    log.info(f"prepared {root} in {clock.seconds:.1f}s: {counts}; vocabulary {len(data.vocab)}; labels {data.labels}")
+    return load_prepared(root)
+
+
+def ensure_inputs(config: Config) -> None:
+    """Download the train archive when it is missing and data.url is set."""
+    data = config.data
+    if not data.train.exists() and data.url:
+        download(data.url, data.train, data.sha256)
+
+
+def fingerprint(config: Config) -> str:
+    """Hash of the input files' contents and every setting that changes the prepared arrays."""
+    data = config.data
+    inputs = {name: _file_digest(path) for name, path in (("train", data.train), ("valid", data.valid),
+                                                          ("test", data.test)) if path is not None}
+    settings = {
+        "format_version": FORMAT_VERSION,
+        "inputs": inputs,
+        "data": data.model_dump(mode="json", include={"format", "text_column", "label_column", "encoding", "bad_rows"}),
+        "tokenizer": config.tokenizer.model_dump(mode="json"),
+        "vocab": config.vocab.model_dump(mode="json", include={"max_size", "min_freq"}),
+        "valid_split": None if data.valid else {"fraction": data.valid_fraction, "seed": config.seed},
+    }
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _file_digest(path: Path) -> str:
+    if path.is_file():
+        return sha256_of(path)
+    if path.is_dir():  # an extracted folder: names, sizes and times stand in for the contents
+        entries = sorted(
+            (str(file.relative_to(path)), file.stat().st_size, file.stat().st_mtime_ns)
+            for file in path.rglob("*") if file.is_file()
+        )
+        return hashlib.sha256(json.dumps(entries).encode()).hexdigest()
+    raise DataError(f"{path}: not found; check the data paths in the config (data.train/valid/test)")
+
+
+def read_splits(config: Config) -> dict[str, LabelledTexts]:
+    data = config.data
+    if data.format == "imdb":
+        splits = read_imdb(data.train)
+    else:
+        splits = {"train": _read(config, data.train)}
+        if data.test is not None:
+            splits["test"] = _read(config, data.test)
+    if data.valid is not None:
+        splits["valid"] = _read(config, data.valid) if data.format != "imdb" else read_imdb(data.valid)["test"]
+    else:
+        splits["train"], splits["valid"] = carve_valid(splits["train"], data.valid_fraction, config.seed)
+    return splits
+
+
+def _read(config: Config, path: Path) -> LabelledTexts:
+    data = config.data
+    return read_table(path, data.format, data.text_column, data.label_column, data.encoding, data.bad_rows)
+
+
+def carve_valid(train: LabelledTexts, fraction: float, seed: int) -> tuple[LabelledTexts, LabelledTexts]:
+    """A stratified, seeded validation split taken from train."""
+    from sklearn.model_selection import train_test_split
+
+    indices = np.arange(len(train))
+    n_valid = max(1, round(len(train) * fraction))
+    if len(train) - n_valid < 1:
+        raise DataError(f"{train.source}: only {len(train)} example(s); too few to carve a validation split")
+    labels = np.array(train.labels)
+    _, counts = np.unique(labels, return_counts=True)
+    stratify = labels if counts.min() >= 2 and n_valid >= len(counts) else None
+    fit_idx, valid_idx = train_test_split(indices, test_size=n_valid, random_state=seed, stratify=stratify)
+    return _subset(train, np.sort(fit_idx)), _subset(train, np.sort(valid_idx))
+
+
+def _subset(texts: LabelledTexts, indices: np.ndarray) -> LabelledTexts:
+    pick = indices.tolist()
+    rows = [texts.rows[i] for i in pick] if texts.rows else []
+    return LabelledTexts([texts.texts[i] for i in pick], [texts.labels[i] for i in pick], texts.source, rows)
+
+
+def check_labels(splits: dict[str, LabelledTexts]) -> list[str]:
+    """The label order (sorted train labels); refuses one-class training data and unseen labels."""
+    labels = sorted(set(splits["train"].labels))
+    if len(labels) < 2:
+        raise DataError(
+            f"{splits['train'].source}: the training data has only one class ({labels[0]!r}); "
+            f"a classifier needs at least two"
+        )
+    known = set(labels)
+    for name, split in splits.items():
+        for label, row in zip(split.labels, split.rows or range(1, len(split) + 1)):
+            if label not in known:
+                raise DataError(
+                    f"{split.source}:{row}: label {label!r} in the {name} split never occurs in the training data "
+                    f"(known labels: {', '.join(labels)})"
+                )
+    return labels
+
+
+def encode_splits(splits: dict[str, LabelledTexts], config: Config) -> PreparedData:
+    labels = check_labels(splits)
+    settings = tokenizer_settings(config)
+    names = list(splits)
+    all_texts = [text for name in names for text in splits[name].texts]
+    all_tokens = tokenize_all(all_texts, settings)  # one pool over every split
+    tokens_by_split, start = {}, 0
+    for name in names:
+        tokens_by_split[name] = all_tokens[start: start + len(splits[name])]
+        start += len(splits[name])
+    vocab = build_vocab(tokens_by_split["train"], config.vocab.max_size, config.vocab.min_freq)
+    index, label_index = token_index(vocab), {label: i for i, label in enumerate(labels)}
+    encoded = {}
+    for name in names:
+        ids, offsets = encode(tokens_by_split[name], index)
+        targets = np.array([label_index[label] for label in splits[name].labels], dtype=np.int64)
+        encoded[name] = EncodedSplit(ids, offsets, targets)
+    meta = {"tokenizer": settings.to_dict(), "sources": {name: splits[name].source for name in names}}
+    return PreparedData(Path(), vocab, labels, settings, encoded, meta)

@@ -1,0 +1,97 @@
+"""Writing and showing results: evaluation files, confusion-matrix heatmap, training curves, rich tables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from textclf_cli import files
+from textclf_cli.atomic import write_atomic, write_json_atomic, write_text_atomic
+
+
+def write_evaluation(out_dir: Path, metrics: dict[str, Any], report_text: str) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    labels = metrics["confusion_matrix"]["labels"]
+    matrix = pd.DataFrame(metrics["confusion_matrix"]["matrix"], index=labels, columns=labels)
+    matrix.index.name = "true \\ predicted"
+    write_text_atomic(out_dir / files.CONFUSION_CSV, matrix.to_csv())
+    write_text_atomic(out_dir / files.REPORT_FILE, report_text)
+    plot_confusion_matrix(matrix, out_dir / files.CONFUSION_PNG)
+    write_json_atomic(out_dir / files.METRICS_FILE, metrics)  # last: its presence means the rest is there
+
+
+def _save_figure(figure, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    write_atomic(path, lambda handle: figure.savefig(handle, format="png", dpi=120, bbox_inches="tight"))
+    plt.close(figure)
+
+
+def plot_confusion_matrix(matrix: pd.DataFrame, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    size = max(4.0, 0.6 * len(matrix) + 2.5)
+    figure, axes = plt.subplots(figsize=(size, size))
+    image = axes.imshow(matrix.values, cmap="Blues")
+    figure.colorbar(image, ax=axes, fraction=0.046)
+    axes.set_xticks(range(len(matrix.columns)), labels=matrix.columns, rotation=45, ha="right")
+    axes.set_yticks(range(len(matrix.index)), labels=matrix.index)
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("true")
+    threshold = matrix.values.max() / 2 if matrix.values.size else 0
+    for (row, column), count in pd.DataFrame(matrix.values).stack().items():
+        axes.text(column, row, str(count), ha="center", va="center",
+                  color="white" if count > threshold else "black")
+    axes.set_title("confusion matrix")
+    _save_figure(figure, path)
+
+
+def plot_training_curves(history: pd.DataFrame, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (loss_axes, accuracy_axes) = plt.subplots(1, 2, figsize=(10, 4))
+    for column, style in (("train_loss", "o-"), ("valid_loss", "s-")):
+        loss_axes.plot(history["epoch"], history[column], style, label=column)
+    for column, style in (("train_accuracy", "o-"), ("valid_accuracy", "s-"), ("valid_f1_macro", "^-")):
+        accuracy_axes.plot(history["epoch"], history[column], style, label=column)
+    for axes, title in ((loss_axes, "loss"), (accuracy_axes, "accuracy / F1")):
+        axes.set_xlabel("epoch")
+        axes.set_title(title)
+        axes.grid(alpha=0.3)
+        axes.legend()
+    _save_figure(figure, path)
+
+
+def show_metrics(metrics: dict[str, Any], title: str) -> None:
+    from rich.table import Table
+
+    from textclf_cli.console import stdout
+
+    summary = Table(title=title)
+    for column in ("accuracy", "precision_macro", "recall_macro", "f1_macro", "f1_weighted", "examples"):
+        summary.add_column(column, justify="right")
+    summary.add_row(*(f"{metrics[key]:.4f}" for key in ("accuracy", "precision_macro", "recall_macro",
+                                                        "f1_macro", "f1_weighted")), str(metrics["num_examples"]))
+    per_class = Table(title="per class")
+    for column in ("label", "precision", "recall", "f1", "support"):
+        per_class.add_column(column, justify="left" if column == "label" else "right")
+    for label, values in metrics["per_class"].items():
+        per_class.add_row(label, f"{values['precision']:.4f}", f"{values['recall']:.4f}", f"{values['f1']:.4f}",
+                          str(values["support"]))
+    confusion = Table(title="confusion matrix (rows: true, columns: predicted)")
+    labels = metrics["confusion_matrix"]["labels"]
+    confusion.add_column("")
+    for label in labels:
+        confusion.add_column(label, justify="right")
+    for label, row in zip(labels, metrics["confusion_matrix"]["matrix"]):
+        confusion.add_row(label, *map(str, row))
+    for table in (summary, per_class, confusion):
+        stdout.print(table)

@@ -1,0 +1,131 @@
+"""Run folders: unique names, status.json, the latest/best pointers, and finding a run from a CLI target."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from textclf_cli import files
+from textclf_cli.atomic import symlink_atomic, write_json_atomic
+from textclf_cli.errors import RunError
+
+RUNNING, COMPLETED, FAILED, INTERRUPTED = "running", "completed", "failed", "interrupted"
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def create_run_dir(runs_dir: Path, experiment: str) -> Path:
+    """runs/<experiment>/<YYYYmmdd-HHMMSS>[-N]: mkdir is atomic, so two runs never share a folder."""
+    experiment_dir = runs_dir / experiment
+    experiment_dir.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for suffix in range(1000):
+        run_dir = experiment_dir / (stamp if suffix == 0 else f"{stamp}-{suffix}")
+        try:
+            run_dir.mkdir()
+        except FileExistsError:
+            continue
+        (run_dir / files.CHECKPOINTS_DIR).mkdir()
+        return run_dir
+    raise RunError(f"{experiment_dir}: could not find a free run folder name for {stamp}")
+
+
+def write_status(run_dir: Path, status: str, **fields: Any) -> dict[str, Any]:
+    record = read_status(run_dir) or {}
+    record.update(fields, status=status, updated_at=now_iso(), pid=os.getpid())
+    write_json_atomic(run_dir / files.STATUS_FILE, record)
+    return record
+
+
+def read_status(run_dir: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((run_dir / files.STATUS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def point_link(experiment_dir: Path, name: str, run_dir: Path) -> None:
+    symlink_atomic(experiment_dir / name, run_dir.name)
+
+
+def find_checkpoint(target: Path) -> tuple[Path, Path | None]:
+    """(checkpoint file, run folder or None) for a run folder, experiment folder or .pt file."""
+    if target.is_file():
+        run_dir = target.parent.parent if target.parent.name == files.CHECKPOINTS_DIR else None
+        return target, run_dir
+    if not target.exists():
+        raise RunError(f"{target}: no such run folder or checkpoint file")
+    if not (target / files.CHECKPOINTS_DIR).is_dir() and (target / files.LATEST_LINK).exists():
+        target = (target / files.LATEST_LINK).resolve()
+    checkpoint = target / files.CHECKPOINTS_DIR / files.BEST_CHECKPOINT
+    if not checkpoint.is_file():
+        status = (read_status(target) or {}).get("status", "unknown")
+        raise RunError(
+            f"{target}: no completed checkpoint ({files.CHECKPOINTS_DIR}/{files.BEST_CHECKPOINT} missing, "
+            f"run status: {status}); train it to the end or pick another run"
+        )
+    return checkpoint, target
+
+
+def latest_run(runs_dir: Path, experiment: str) -> Path:
+    link = runs_dir / experiment / files.LATEST_LINK
+    if not link.exists():
+        raise RunError(
+            f"{runs_dir / experiment}: no completed run of experiment {experiment!r} yet; run `textclf train` first"
+        )
+    return link.resolve()
+
+
+def update_latest(run_dir: Path) -> None:
+    """Point runs/<experiment>/latest at this completed run (only if it is newer than the current one)."""
+    experiment_dir = run_dir.parent
+    with experiment_lock(experiment_dir):
+        link = experiment_dir / files.LATEST_LINK
+        current = link.resolve() if link.exists() else None
+        if current is None or current.name <= run_dir.name:
+            point_link(experiment_dir, files.LATEST_LINK, run_dir)
+
+
+def promote_if_better(run_dir: Path, monitor: str, value: float | None) -> str:
+    """Point runs/<experiment>/best at this run only when its validation metric beats the current best."""
+    from textclf_cli.loop import is_better
+
+    experiment_dir = run_dir.parent
+    with experiment_lock(experiment_dir):
+        link = experiment_dir / files.BEST_LINK
+        current_name = link.resolve().name if link.exists() else None
+        current = read_status(link.resolve()) if link.exists() else None
+        current_value = (current or {}).get("best_metric")
+        if current and current.get("monitor") not in (None, monitor):
+            current_value = None  # a different metric cannot be compared: the new run wins
+        if value is not None and (current_value is None or is_better(monitor, value, current_value)):
+            point_link(experiment_dir, files.BEST_LINK, run_dir)
+            before = "no previous best" if current_value is None else f"{current_value:.4f} of {current_name}"
+            return f"promoted: {monitor} {value:.4f} beats {before}"
+        return f"kept {current_name}: {monitor} {value} does not beat {current_value:.4f}"
+
+
+class experiment_lock:
+    """An flock on runs/<experiment>/.lock around pointer updates, so concurrent runs never race."""
+
+    def __init__(self, experiment_dir: Path) -> None:
+        self.path = experiment_dir / files.LOCK_FILE
+
+    def __enter__(self) -> experiment_lock:
+        import fcntl
+
+        self.handle = self.path.open("a")
+        fcntl.flock(self.handle, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import fcntl
+
+        fcntl.flock(self.handle, fcntl.LOCK_UN)
+        self.handle.close()

@@ -1,0 +1,245 @@
+"""The train stage: prepared data -> model -> fit -> run folder with checkpoints, history, log and status."""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+import yaml
+from torch import nn
+
+import textclf_cli
+from textclf_cli import files
+from textclf_cli.atomic import write_text_atomic
+from textclf_cli.checkpoint import load_checkpoint, new_checkpoint, save_checkpoint
+from textclf_cli.config import Config, config_to_dict
+from textclf_cli.console import add_log_file, log, remove_handler
+from textclf_cli.data.prepared import PreparedData
+from textclf_cli.device import resolve_device
+from textclf_cli.errors import ConfigError, Interrupted, RunError, TextclfError
+from textclf_cli.loop import LoopSettings, SignalGuard, StopRequested, Trainer, TrainState, fit
+from textclf_cli.models import build_model, min_width, model_kwargs
+from textclf_cli.optim import build_loss, build_optimizer, build_scheduler
+from textclf_cli.precision import resolve_precision
+from textclf_cli.prepare import prepare
+from textclf_cli.runs import (
+    COMPLETED,
+    FAILED,
+    INTERRUPTED,
+    RUNNING,
+    create_run_dir,
+    now_iso,
+    update_latest,
+    write_status,
+)
+from textclf_cli.runs import promote_if_better as promote
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    state: TrainState
+    promotion: str | None = None
+
+
+def train(config: Config, resume: Path | None = None, promote_if_better: bool = False,
+          distributed: Any = None) -> TrainResult:
+    """Train one model as configured; the stage function the `train` command calls."""
+    device = distributed.device if distributed is not None else resolve_device(config.device)
+    amp = resolve_precision(config.train.precision, device)
+    if config.train.num_threads:
+        torch.set_num_threads(config.train.num_threads)
+    data = prepare_once(config, distributed)
+    if "valid" not in data.splits:
+        raise ConfigError("data: no validation split; set data.valid or data.valid_fraction")
+    is_main = distributed is None or distributed.is_main
+    run_dir = resume_run_dir(config, resume) if resume else None
+    if run_dir is None and is_main:
+        run_dir = create_run_dir(config.output.runs_dir, config.experiment)
+    if distributed is not None:
+        run_dir = distributed.broadcast_path(run_dir)
+    log_handler = add_log_file(run_dir / files.TRAIN_LOG) if is_main else None
+    try:
+        return _train_in(run_dir, config, data, device, amp, resume is not None, promote_if_better, distributed)
+    finally:
+        if log_handler is not None:
+            remove_handler(log_handler)
+
+
+def prepare_once(config: Config, distributed: Any) -> PreparedData:
+    """Rank 0 prepares (or finds) the data; the other ranks wait, then read the same files."""
+    if distributed is None:
+        return prepare(config)
+    if distributed.is_main:
+        data = prepare(config)
+        distributed.barrier()
+        return data
+    distributed.barrier()
+    return prepare(config)
+
+
+def _train_in(run_dir: Path, config: Config, data: PreparedData, device: torch.device, amp: Any,
+              resuming: bool, promote_if_better: bool, distributed: Any) -> TrainResult:
+    is_main = distributed is None or distributed.is_main
+    if is_main:
+        write_status(run_dir, RUNNING, experiment=config.experiment, run_id=run_dir.name, started_at=now_iso(),
+                     device=str(device), precision=amp.name, world_size=getattr(distributed, "world_size", 1))
+        write_text_atomic(run_dir / files.CONFIG_FILE, resolved_config_yaml(config))
+        log.info(f"run folder {run_dir} (device {device}, precision {amp.name})")
+    trainer, state, info = build_trainer(config, data, device, amp, run_dir if resuming else None, distributed)
+    try:
+        with trainer.stop:
+            fit(trainer, state, lambda state, improved: save_epoch(run_dir, trainer, state, info, improved, is_main))
+    except StopRequested as stop:
+        if is_main:
+            save_checkpoint(run_dir / files.CHECKPOINTS_DIR / files.LAST_CHECKPOINT,
+                            last_checkpoint(trainer, state, info))
+            write_status(run_dir, INTERRUPTED, finished_at=now_iso(), epochs_completed=state.epoch,
+                         message=f"stopped by {stop}; resume with: textclf train CONFIG --resume {run_dir}")
+        raise Interrupted(f"interrupted by {stop}; saved {run_dir / files.CHECKPOINTS_DIR / files.LAST_CHECKPOINT}; "
+                          f"resume with --resume {run_dir}") from None
+    except (TextclfError, Exception) as exc:
+        if is_main:
+            write_status(run_dir, FAILED, finished_at=now_iso(), message=str(exc).splitlines()[0] if str(exc) else
+                         type(exc).__name__)
+        raise
+    return finish_run(run_dir, config, state, promote_if_better) if is_main else TrainResult(run_dir, state)
+
+
+def resolved_config_yaml(config: Config) -> str:
+    versions = (f"# textclf {textclf_cli.__version__}, torch {torch.__version__}, "
+                f"python {platform.python_version()}, written {now_iso()}\n")
+    return versions + yaml.safe_dump(config_to_dict(config), sort_keys=False)
+
+
+def build_trainer(config: Config, data: PreparedData, device: torch.device, amp: Any, resume_dir: Path | None,
+                  distributed: Any) -> tuple[Trainer, TrainState, dict[str, Any]]:
+    torch.manual_seed(config.seed)
+    kwargs = model_kwargs(config.model)
+    model = build_model(config.model.type, len(data.vocab), len(data.labels), kwargs)
+    load_embeddings_if_configured(model, config, data)
+    model.to(device)
+    loop_model: nn.Module = model
+    if config.train.compile:
+        loop_model = torch.compile(model)
+    if distributed is not None:
+        loop_model = distributed.wrap(loop_model)
+    optimizer = build_optimizer(model, config.train)
+    batches_per_epoch = -(-len(data.splits["train"]) // config.train.batch_size)
+    if distributed is not None:
+        batches_per_epoch = -(-batches_per_epoch // distributed.world_size)
+    scheduler = build_scheduler(optimizer, config.train, batches_per_epoch)
+    loss_fn = build_loss(config.train.class_weights, data.splits["train"].targets, len(data.labels)).to(device)
+    settings = LoopSettings(
+        epochs=config.train.epochs, batch_size=config.train.batch_size, eval_batch_size=config.train.eval_batch_size,
+        max_length=config.vocab.max_length, truncate=config.vocab.truncate, min_width=min_width(model),
+        seed=config.seed, chunk_batches=config.train.bucket_chunk, grad_clip=config.train.grad_clip,
+        monitor=config.train.monitor, patience=config.train.early_stopping_patience, labels=data.labels,
+    )
+    trainer = Trainer(loop_model, optimizer, scheduler, loss_fn, device, amp, data.splits["train"],
+                      data.splits["valid"], settings, SignalGuard(), distributed, plain_model=model)
+    info = {
+        "model_type": config.model.type, "model_kwargs": kwargs, "vocab": data.vocab, "labels": data.labels,
+        "tokenizer": data.tokenizer.to_dict(), "max_length": config.vocab.max_length,
+        "truncate": config.vocab.truncate, "config": config_to_dict(config),
+        "versions": {"textclf": textclf_cli.__version__, "torch": str(torch.__version__)},
+    }
+    state = restore_training_state(trainer, resume_dir) if resume_dir else TrainState()
+    return trainer, state, info
+
+
+def load_embeddings_if_configured(model: nn.Module, config: Config, data: PreparedData) -> None:
+    if config.model.pretrained_embeddings is None:
+        return
+    from textclf_cli.embeddings import apply_pretrained
+
+    apply_pretrained(model, config.model.pretrained_embeddings, data.vocab, config.model.embedding_dim,
+                     config.model.freeze_embeddings)
+
+
+def save_epoch(run_dir: Path, trainer: Trainer, state: TrainState, info: dict[str, Any], improved: bool,
+               is_main: bool) -> None:
+    if not is_main:
+        return
+    checkpoints = run_dir / files.CHECKPOINTS_DIR
+    if improved:
+        save_checkpoint(checkpoints / files.BEST_CHECKPOINT,
+                        new_checkpoint(trainer.plain_model, info, epoch=state.epoch, metrics=state.history[-1]))
+    save_checkpoint(checkpoints / files.LAST_CHECKPOINT, last_checkpoint(trainer, state, info))
+    history = pd.DataFrame(state.history)
+    write_text_atomic(run_dir / files.HISTORY_FILE, history.to_csv(index=False))
+    write_status(run_dir, RUNNING, epochs_completed=state.epoch, best_epoch=state.best_epoch,
+                 best_metric=state.best_metric, monitor=trainer.settings.monitor)
+
+
+def last_checkpoint(trainer: Trainer, state: TrainState, info: dict[str, Any]) -> dict[str, Any]:
+    training = {
+        "optimizer": trainer.optimizer.state_dict(),
+        "scheduler": trainer.scheduler.state_dict() if trainer.scheduler is not None else None,
+        "scaler": trainer.amp.scaler.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+        "state": state.to_dict(),
+    }
+    metrics = state.history[-1] if state.history else {}
+    return new_checkpoint(trainer.plain_model, info, epoch=state.epoch, metrics=metrics, training=training)
+
+
+def restore_training_state(trainer: Trainer, run_dir: Path) -> TrainState:
+    path = run_dir / files.CHECKPOINTS_DIR / files.LAST_CHECKPOINT
+    checkpoint = load_checkpoint(path)
+    training = checkpoint.get("training")
+    if not training:
+        raise RunError(f"{path}: has no training state to resume from")
+    trainer.plain_model.load_state_dict(checkpoint["state_dict"])
+    trainer.optimizer.load_state_dict(training["optimizer"])
+    if trainer.scheduler is not None and training["scheduler"] is not None:
+        trainer.scheduler.load_state_dict(training["scheduler"])
+    if training.get("scaler"):
+        trainer.amp.scaler.load_state_dict(training["scaler"])
+    torch.set_rng_state(training["torch_rng"])
+    state = TrainState(**training["state"])
+    log.info(f"resuming {run_dir} after epoch {state.epoch}")
+    return state
+
+
+def resume_run_dir(config: Config, run_dir: Path) -> Path:
+    """The run folder to continue; refuses when its config differs in anything but train.epochs."""
+    from textclf_cli.config import load_config
+
+    if not (run_dir / files.CONFIG_FILE).is_file():
+        raise RunError(f"{run_dir}: not a textclf run folder (no {files.CONFIG_FILE}); pass the folder of the run to resume")
+    if not (run_dir / files.CHECKPOINTS_DIR / files.LAST_CHECKPOINT).is_file():
+        raise RunError(f"{run_dir}: has no {files.CHECKPOINTS_DIR}/{files.LAST_CHECKPOINT} yet (it stopped before "
+                       f"the first epoch ended); start a new run instead")
+    stored = config_to_dict(load_config(run_dir / files.CONFIG_FILE))
+    differences = sorted(key for key in _flat_differences(stored, config_to_dict(config)) if key != "train.epochs")
+    if differences:
+        raise ConfigError(f"--resume {run_dir}: the config differs from the run's in {', '.join(differences)}; "
+                          f"only train.epochs may change when resuming")
+    return run_dir
+
+
+def _flat_differences(left: Any, right: Any, prefix: str = "") -> list[str]:
+    if isinstance(left, dict) and isinstance(right, dict):
+        keys = sorted(set(left) | set(right))
+        return [diff for key in keys for diff in _flat_differences(left.get(key), right.get(key), f"{prefix}{key}.")]
+    return [] if left == right else [prefix.rstrip(".")]
+
+
+def finish_run(run_dir: Path, config: Config, state: TrainState, promote_if_better: bool) -> TrainResult:
+    from textclf_cli.report import plot_training_curves
+
+    plot_training_curves(pd.DataFrame(state.history), run_dir / files.CURVES_PNG)
+    summary = {"finished_at": now_iso(), "epochs_completed": state.epoch, "best_epoch": state.best_epoch,
+               "best_metric": state.best_metric, "monitor": config.train.monitor}
+    write_status(run_dir, COMPLETED, **summary)
+    update_latest(run_dir)
+    promotion = promote(run_dir, config.train.monitor, state.best_metric) if promote_if_better else None
+    if promotion is not None:
+        write_status(run_dir, COMPLETED, promotion=promotion)
+    return TrainResult(run_dir, state, promotion)
+
