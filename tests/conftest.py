@@ -1,0 +1,97 @@
+"""Shared test helpers: tiny generated datasets, tiny configs, and an in-process CLI runner."""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from textclf_cli.cli import app
+
+# Words that make a class easy to learn, so a 1-3 epoch tiny model gets clearly above chance.
+CLASS_WORDS = {
+    "pos": ["great", "wonderful", "superb", "loved", "brilliant"],
+    "neg": ["awful", "terrible", "boring", "hated", "worst"],
+    "mixed": ["okay", "average", "fine", "mediocre", "middling"],
+}
+FILLER = ["the", "movie", "plot", "actor", "scene", "film", "story", "was", "and", "a", "it", "<br />"]
+
+
+def tiny_examples(n: int, labels: tuple[str, ...] = ("pos", "neg"), seed: int = 0) -> list[tuple[str, str]]:
+    """n (text, label) pairs, balanced over labels, each text 3-30 words with class-specific words."""
+    rng = random.Random(seed)
+    examples = []
+    for i in range(n):
+        label = labels[i % len(labels)]
+        words = [rng.choice(FILLER) for _ in range(rng.randint(2, 25))]
+        for _ in range(rng.randint(1, 4)):
+            words.insert(rng.randrange(len(words) + 1), rng.choice(CLASS_WORDS.get(label, [label])))
+        examples.append((" ".join(words), label))
+    return examples
+
+
+def write_table(path: Path, examples: list[tuple[str, str]], fmt: str = "csv", text_column: str = "text",
+                label_column: str = "label") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "jsonl":
+        with path.open("w", encoding="utf-8") as handle:
+            for text, label in examples:
+                handle.write(json.dumps({text_column: text, label_column: label}) + "\n")
+        return path
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle, delimiter="\t" if fmt == "tsv" else ",")
+        writer.writerow([text_column, label_column])
+        writer.writerows(examples)
+    return path
+
+
+def tiny_config(tmp_path: Path, fmt: str = "csv", labels: tuple[str, ...] = ("pos", "neg"), model: str = "cnn",
+                n_train: int = 60, n_test: int = 30, **sections: Any) -> Path:
+    """Write tiny train/test files and a config for them under tmp_path; returns the config path.
+
+    Keyword arguments replace or extend config sections, e.g. train={"epochs": 1}.
+    """
+    suffix = {"csv": "csv", "tsv": "tsv", "jsonl": "jsonl"}[fmt]
+    train = write_table(tmp_path / f"data/train.{suffix}", tiny_examples(n_train, labels, seed=1), fmt)
+    test = write_table(tmp_path / f"data/test.{suffix}", tiny_examples(n_test, labels, seed=2), fmt)
+    models = {
+        "cnn": {"type": "cnn", "embedding_dim": 16, "num_filters": 8, "filter_sizes": [2, 3]},
+        "lstm": {"type": "lstm", "embedding_dim": 16, "hidden_size": 8},
+        "bag": {"type": "bag", "embedding_dim": 16, "buckets": 1000},
+    }
+    config: dict[str, Any] = {
+        "experiment": "tiny",
+        "seed": 7,
+        "device": "cpu",
+        "data": {"format": fmt, "train": str(train), "test": str(test), "valid_fraction": 0.2,
+                 "prepared_dir": str(tmp_path / "prepared")},
+        "vocab": {"max_size": 500, "min_freq": 1, "max_length": 50},
+        "model": models[model],
+        "train": {"epochs": 2, "batch_size": 8, "lr": 0.01, "early_stopping_patience": None},
+        "output": {"runs_dir": str(tmp_path / "runs")},
+    }
+    for section, values in sections.items():
+        if isinstance(values, dict) and isinstance(config.get(section), dict):
+            config[section].update(values)
+        else:
+            config[section] = values
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def cli():
+    """cli("train", str(config)) -> click Result with .exit_code, .stdout, .stderr."""
+    runner = CliRunner()
+
+    def invoke(*args: str, input: str | None = None):
+        return runner.invoke(app, list(args), input=input, catch_exceptions=False)
+
+    return invoke
