@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import random
+import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -51,15 +53,51 @@ def write_table(path: Path, examples: list[tuple[str, str]], fmt: str = "csv", t
     return path
 
 
+def imdb_members(splits: dict[str, list[tuple[str, str]]]) -> dict[str, str]:
+    """aclImdb member name -> text for (text, label) pairs per split; labels must be pos/neg. Adds the
+    archive's other files (unsup reviews, vocab, urls) that readers must ignore."""
+    members = {"aclImdb/imdb.vocab": "the\nmovie\n", "aclImdb/train/unsup/0_0.txt": "unlabelled review",
+               "aclImdb/train/urls_pos.txt": "http://example.com\n"}
+    for split, examples in splits.items():
+        for review_id, (text, label) in enumerate(examples):
+            members[f"aclImdb/{split}/{label}/{review_id}_{7 if label == 'pos' else 2}.txt"] = text
+    return members
+
+
+def write_imdb_tarball(path: Path, splits: dict[str, list[tuple[str, str]]]) -> Path:
+    """A tiny fake aclImdb_v1.tar.gz with the official layout."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w:gz") as archive:
+        for name, text in imdb_members(splits).items():
+            payload = text.encode("utf-8")
+            info = tarfile.TarInfo(name)
+            info.size = len(payload)
+            archive.addfile(info, io.BytesIO(payload))
+    return path
+
+
+def write_imdb_folder(root: Path, splits: dict[str, list[tuple[str, str]]]) -> Path:
+    """The same tiny aclImdb, extracted: returns the folder that holds aclImdb/."""
+    for name, text in imdb_members(splits).items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text, encoding="utf-8")
+    return root
+
+
 def tiny_config(tmp_path: Path, fmt: str = "csv", labels: tuple[str, ...] = ("pos", "neg"), model: str = "cnn",
                 n_train: int = 60, n_test: int = 30, **sections: Any) -> Path:
     """Write tiny train/test files and a config for them under tmp_path; returns the config path.
 
-    Keyword arguments replace or extend config sections, e.g. train={"epochs": 1}.
+    fmt "imdb" writes a fake aclImdb tarball holding both splits (labels pos/neg). Keyword arguments replace
+    or extend config sections, e.g. train={"epochs": 1}.
     """
-    suffix = {"csv": "csv", "tsv": "tsv", "jsonl": "jsonl"}[fmt]
-    train = write_table(tmp_path / f"data/train.{suffix}", tiny_examples(n_train, labels, seed=1), fmt)
-    test = write_table(tmp_path / f"data/test.{suffix}", tiny_examples(n_test, labels, seed=2), fmt)
+    train_examples, test_examples = tiny_examples(n_train, labels, seed=1), tiny_examples(n_test, labels, seed=2)
+    if fmt == "imdb":
+        train = write_imdb_tarball(tmp_path / "data/aclImdb_v1.tar.gz", {"train": train_examples, "test": test_examples})
+        test = None
+    else:
+        train = write_table(tmp_path / f"data/train.{fmt}", train_examples, fmt)
+        test = write_table(tmp_path / f"data/test.{fmt}", test_examples, fmt)
     models = {
         "cnn": {"type": "cnn", "embedding_dim": 16, "num_filters": 8, "filter_sizes": [2, 3]},
         "lstm": {"type": "lstm", "embedding_dim": 16, "hidden_size": 8},
@@ -69,13 +107,14 @@ def tiny_config(tmp_path: Path, fmt: str = "csv", labels: tuple[str, ...] = ("po
         "experiment": "tiny",
         "seed": 7,
         "device": "cpu",
-        "data": {"format": fmt, "train": str(train), "test": str(test), "valid_fraction": 0.2,
-                 "prepared_dir": str(tmp_path / "prepared")},
+        "data": {"format": fmt, "train": str(train), "valid_fraction": 0.2, "prepared_dir": str(tmp_path / "prepared")},
         "vocab": {"max_size": 500, "min_freq": 1, "max_length": 50},
         "model": models[model],
         "train": {"epochs": 2, "batch_size": 8, "lr": 0.01, "early_stopping_patience": None},
         "output": {"runs_dir": str(tmp_path / "runs")},
     }
+    if test is not None:
+        config["data"]["test"] = str(test)
     for section, values in sections.items():
         if isinstance(values, dict) and isinstance(config.get(section), dict):
             config[section].update(values)
@@ -86,12 +125,12 @@ def tiny_config(tmp_path: Path, fmt: str = "csv", labels: tuple[str, ...] = ("po
     return path
 
 
+def run_cli(*args: str, input: str | None = None):
+    """run_cli("train", str(config)) -> click Result with .exit_code, .stdout, .stderr (in-process)."""
+    return CliRunner().invoke(app, list(args), input=input, catch_exceptions=False)
+
+
 @pytest.fixture
 def cli():
     """cli("train", str(config)) -> click Result with .exit_code, .stdout, .stderr."""
-    runner = CliRunner()
-
-    def invoke(*args: str, input: str | None = None):
-        return runner.invoke(app, list(args), input=input, catch_exceptions=False)
-
-    return invoke
+    return run_cli
