@@ -134,6 +134,14 @@ class Config(Strict):
             raise ValueError("must be auto, cpu, cuda, cuda:N or mps")
         return value
 
+    @field_validator("model", mode="before")
+    @classmethod
+    def _default_model_type(cls, value: Any) -> Any:
+        # model.type defaults to cnn also when a model section (or `--set model.x=...`) leaves it out
+        if isinstance(value, dict) and "type" not in value:
+            return {"type": "cnn", **value}
+        return value
+
 
 # ---------------------------------------------------------------------------------------------------------
 # loading
