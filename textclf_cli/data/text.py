@@ -67,7 +67,7 @@ def _make_splitter(kind: str) -> Callable[[str], list[str]]:
     if kind == "toktok":
         from nltk.tokenize.toktok import ToktokTokenizer
 
-        return ToktokTokenizer().tokenize
+        return _without_toktok_escapes(ToktokTokenizer().tokenize)
     if kind == "treebank":
         from nltk.tokenize import word_tokenize
 
@@ -78,6 +78,15 @@ def _make_splitter(kind: str) -> Callable[[str], list[str]]:
 
         return word_tokenize
     raise ConfigError(f"tokenizer.kind: unknown tokenizer {kind!r}; allowed: regexp, toktok, treebank, punkt")
+
+
+def _without_toktok_escapes(tokenize: Callable[[str], list[str]]) -> Callable[[str], list[str]]:
+    # Toktok writes "& ", "|" and tabs as the entities &amp; &#124; &#9;, which would undo strip_html's unescaping
+    # and survive strip_punctuation ("amp" is a word); tabs become spaces, the others get their character back.
+    def split(text: str) -> list[str]:
+        return [html.unescape(token) if "&" in token else token for token in tokenize(text.replace("\t", " "))]
+
+    return split
 
 
 def _load_stopwords(source: str) -> frozenset[str]:
