@@ -134,3 +134,16 @@ def run_cli(*args: str, input: str | None = None):
 def cli():
     """cli("train", str(config)) -> click Result with .exit_code, .stdout, .stderr."""
     return run_cli
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked `gpu` need CUDA: on a machine without it they are skipped, saying why."""
+    gpu_items = [item for item in items if "gpu" in item.keywords]
+    if not gpu_items:
+        return
+    import torch  # only here: collecting the rest of the suite should not pay for importing torch
+
+    if torch.cuda.is_available():
+        return
+    for item in gpu_items:
+        item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU (none visible)"))
