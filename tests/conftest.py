@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import random
 import tarfile
 from pathlib import Path
@@ -15,6 +16,17 @@ import yaml
 from typer.testing import CliRunner
 
 from textclf_cli.cli import app
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Tiny models run fastest on one thread, and torch's default of one spin-waiting thread per core collapses
+    # when several processes share the cores (a tiny LSTM forward took seconds, not milliseconds). The variable
+    # also reaches the subprocesses tests start (torchrun, signal tests).
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
 
 # Words that make a class easy to learn, so a 1-3 epoch tiny model gets clearly above chance.
 CLASS_WORDS = {
