@@ -23,13 +23,14 @@ WRAPPER_PREFIXES = ("_orig_mod.", "module.")  # torch.compile and DistributedDat
 
 def unwrapped_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """Weights under their plain names, on the CPU, so the file loads anywhere."""
-    state = {}
-    for name, tensor in model.state_dict().items():
-        for prefix in WRAPPER_PREFIXES:
-            while name.startswith(prefix):
-                name = name[len(prefix):]
-        state[name] = tensor.detach().cpu()
-    return state
+    return {strip_wrapper_prefixes(name): tensor.detach().cpu() for name, tensor in model.state_dict().items()}
+
+
+def strip_wrapper_prefixes(name: str) -> str:
+    """`_orig_mod.module.conv.weight` / `module._orig_mod.conv.weight` -> `conv.weight`, in any nesting order."""
+    while name.startswith(WRAPPER_PREFIXES):
+        name = name.split(".", 1)[1]
+    return name
 
 
 def save_checkpoint(path: Path, checkpoint: dict[str, Any]) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from textclf_cli.errors import ConfigError
@@ -31,6 +33,16 @@ def resolve_device(spec: str) -> torch.device:
             f"after CUDA_VISIBLE_DEVICES)"
         )
     return torch.device("cuda", index)
+
+
+def describe_device(device: torch.device) -> str:
+    """What a log line should say about the chosen device, e.g. `cuda:0 (NVIDIA H100, CUDA_VISIBLE_DEVICES=2,3)`."""
+    if device.type != "cuda":
+        return f"{device} ({torch.get_num_threads()} threads)" if device.type == "cpu" else str(device)
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    suffix = f", CUDA_VISIBLE_DEVICES={visible}" if visible is not None else ""
+    return f"cuda:{index} ({torch.cuda.get_device_name(index)}{suffix})"
 
 
 def _mps_available() -> bool:

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from textclf_cli import console
 from textclf_cli.config import Config
+from textclf_cli.data.prepared import EncodedSplit
 from textclf_cli.device import resolve_device
-from textclf_cli.errors import ConfigError
+from textclf_cli.errors import ConfigError, RunError, TextclfError
 
 
 @dataclass
@@ -37,12 +39,26 @@ class DistributedContext:
         else:
             dist.barrier()
 
-    def broadcast_path(self, path: Path | None) -> Path:
+    def main_first(self, work: Callable[[], Any], share_result: bool = False) -> Any:
+        """Rank 0 runs `work` while the others wait; its error is raised on every rank, so none waits forever.
+
+        Returns work()'s result on rank 0, and on the others too when share_result (it must be small and picklable).
+        """
         import torch.distributed as dist
 
-        holder = [str(path) if path is not None else None]
+        result, failure = None, None
+        if self.is_main:
+            try:
+                result = work()
+            except Exception as exc:
+                failure = exc
+        holder = [_portable(failure) if failure is not None else None, result if share_result else None]
         dist.broadcast_object_list(holder, src=0)
-        return Path(holder[0])
+        if failure is not None:
+            raise failure
+        if holder[0] is not None:
+            raise holder[0]
+        return result if self.is_main else holder[1]
 
     def wrap(self, model: nn.Module) -> nn.Module:
         from torch.nn.parallel import DistributedDataParallel
@@ -64,6 +80,30 @@ class DistributedContext:
 
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
 
+    def any_rank(self, *flags: bool) -> list[bool]:
+        """Each flag OR-ed over all ranks (one tiny all-reduce), so that every rank takes the same decision."""
+        totals = torch.tensor([int(flag) for flag in flags], dtype=torch.int64, device=self.device)
+        self.all_reduce_sum(totals)
+        return [bool(total) for total in totals.tolist()]
+
+    def shard_split(self, split: EncodedSplit) -> EncodedSplit:
+        """This rank's contiguous slice of an evaluation split (sizes differ by at most one)."""
+        start, stop = _shard_bounds(len(split), self.world_size)[self.rank]
+        offsets = split.offsets[start: stop + 1]
+        return EncodedSplit(split.ids[offsets[0]: offsets[-1]], offsets - offsets[0], split.targets[start:stop])
+
+    def gather_rows(self, rows: np.ndarray, total: int) -> np.ndarray:
+        """Every rank's rows for its shard_split, concatenated in rank order: the whole split, on every rank."""
+        import torch.distributed as dist
+
+        bounds = _shard_bounds(total, self.world_size)
+        sizes = [stop - start for start, stop in bounds]
+        padded = torch.zeros((max(sizes), rows.shape[1]), dtype=torch.float32, device=self.device)
+        padded[: len(rows)] = torch.from_numpy(rows).to(self.device)
+        parts = [torch.empty_like(padded) for _ in sizes]
+        dist.all_gather(parts, padded)  # all_gather needs equal shapes, hence the padding
+        return np.concatenate([part[:size].cpu().numpy() for part, size in zip(parts, sizes)])
+
 
 def is_distributed_launch() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -84,10 +124,24 @@ def distributed_context(config: Config) -> Iterator[DistributedContext | None]:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     dist.init_process_group(backend=backend)
+    if rank != 0:  # rank 0 speaks for the run; the others only report warnings and errors
+        console.setup_logging(quiet=True)
     try:
         yield DistributedContext(rank, local_rank, world_size, device, config.seed)
     finally:
         dist.destroy_process_group()
+
+
+def _shard_bounds(total: int, world_size: int) -> list[tuple[int, int]]:
+    edges = [total * rank // world_size for rank in range(world_size + 1)]
+    return list(zip(edges[:-1], edges[1:]))
+
+
+def _portable(failure: Exception) -> Exception:
+    """An exception the other ranks can raise: the project's own as is, anything else as a RunError."""
+    if isinstance(failure, TextclfError):
+        return failure
+    return RunError(f"rank 0 failed: {type(failure).__name__}: {failure}")
 
 
 def _rank_device(spec: str, local_rank: int) -> torch.device:
@@ -97,6 +151,9 @@ def _rank_device(spec: str, local_rank: int) -> torch.device:
     if spec == "mps":
         raise ConfigError("device: mps cannot be used with torchrun; use cuda or cpu")
     resolve_device("cuda")  # a clear error when there is no GPU at all
+    if ":" in spec and local_rank == 0:
+        console.log.warning(f"device: {spec} is ignored under torchrun: each process uses cuda:LOCAL_RANK; "
+                            f"pick the GPUs with CUDA_VISIBLE_DEVICES")
     if local_rank >= torch.cuda.device_count():
         raise ConfigError(f"torchrun: LOCAL_RANK {local_rank} but only {torch.cuda.device_count()} GPU(s) visible; "
                           f"lower --nproc_per_node")

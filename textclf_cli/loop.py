@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -23,6 +24,10 @@ from textclf_cli.metrics import classification_metrics
 
 class StopRequested(Exception):
     """Raised between batches after Ctrl-C / SIGTERM, so the caller can save and exit 130."""
+
+
+class NonFiniteLoss(RunError):
+    """The training loss became NaN or infinite; under DDP every rank raises it at the same batch."""
 
 
 @dataclass
@@ -112,8 +117,11 @@ def fit(trainer: Trainer, state: TrainState, on_epoch_end: Callable[[TrainState,
     settings = trainer.settings
     for epoch in range(state.epoch + 1, settings.epochs + 1):
         clock = time.perf_counter()
-        train_loss, train_accuracy = train_one_epoch(trainer, epoch)
-        valid = validate(trainer)
+        with cuda_oom_hint(trainer, f"training epoch {epoch}", f"train.batch_size (now {settings.batch_size})"):
+            train_loss, train_accuracy = train_one_epoch(trainer, epoch)
+        with cuda_oom_hint(trainer, f"validation after epoch {epoch}",
+                           f"train.eval_batch_size (now {settings.eval_batch_size})"):
+            valid = validate(trainer)
         row = {
             "epoch": epoch,
             "train_loss": train_loss,
@@ -156,22 +164,41 @@ def train_one_epoch(trainer: Trainer, epoch: int) -> tuple[float, float]:
             batch = collate(trainer.train_split, indices, settings.max_length, settings.truncate, settings.min_width)
             batch = batch.to(device, non_blocking=True)
             loss, logits = training_step(trainer, batch.token_ids, batch.lengths, batch.targets)
-            if not math.isfinite(loss.item()):
-                raise RunError(
-                    f"the training loss became {loss.item()} at epoch {epoch}, batch {number}; nothing was saved "
-                    f"from this state: lower train.lr or set train.grad_clip"
-                )
+            check_batch(trainer, loss.item(), epoch, number)
             loss_sum += loss.detach().double() * len(indices)
             correct += (logits.argmax(1) == batch.targets).sum()
             seen += len(indices)
             if number % 20 == 0 or number == len(batches):
                 progress.advance_to(number, f"loss {loss_sum.item() / seen:.4f} acc {correct.item() / seen:.4f}")
-            if trainer.stop.requested:
-                raise StopRequested(trainer.stop.requested)
     totals = torch.stack([loss_sum, correct.double(), torch.tensor(float(seen), dtype=torch.float64, device=device)])
     if trainer.distributed is not None:
         trainer.distributed.all_reduce_sum(totals)
     return float(totals[0] / totals[2]), float(totals[1] / totals[2])
+
+
+def check_batch(trainer: Trainer, loss: float, epoch: int, number: int) -> None:
+    """Stop on a non-finite loss or a signal; under DDP the ranks decide together, so none is left waiting."""
+    bad_here, stop = not math.isfinite(loss), trainer.stop.requested
+    bad_anywhere = bad_here
+    if trainer.distributed is not None:
+        bad_anywhere, stop_anywhere = trainer.distributed.any_rank(bad_here, stop is not None)
+        stop = stop or ("a signal on another rank" if stop_anywhere else None)
+    if bad_anywhere:
+        where = f"became {loss}" if bad_here else "became non-finite on another rank"
+        raise NonFiniteLoss(f"the training loss {where} at epoch {epoch}, batch {number}; nothing was saved "
+                            f"from this state: lower train.lr or set train.grad_clip")
+    if stop:
+        raise StopRequested(stop)
+
+
+@contextmanager
+def cuda_oom_hint(trainer: Trainer, phase: str, batch_setting: str) -> Iterator[None]:
+    """CUDA out-of-memory becomes one line saying which settings to lower (a RunError, exit 4)."""
+    try:
+        yield
+    except torch.cuda.OutOfMemoryError:
+        raise RunError(f"CUDA out of memory on {trainer.device} during {phase}: lower {batch_setting} or "
+                       f"vocab.max_length (now {trainer.settings.max_length})") from None
 
 
 def epoch_batches(trainer: Trainer, epoch: int) -> list[np.ndarray]:
@@ -204,10 +231,17 @@ def training_step(
 
 
 def validate(trainer: Trainer) -> dict[str, float]:
-    """Loss, accuracy and macro F1 over the whole validation split."""
-    settings = trainer.settings
-    log_probs = log_probabilities(trainer.plain_model or trainer.model, trainer.valid_split, settings.max_length, settings.truncate,
+    """Loss, accuracy and macro F1 over the whole validation split.
+
+    Under DDP each rank scores its shard and the log-probabilities are gathered, so every rank computes the
+    same numbers from the same array and takes the same early-stopping decision.
+    """
+    settings, distributed = trainer.settings, trainer.distributed
+    split = distributed.shard_split(trainer.valid_split) if distributed is not None else trainer.valid_split
+    log_probs = log_probabilities(trainer.plain_model or trainer.model, split, settings.max_length, settings.truncate,
                                   settings.eval_batch_size, trainer.device, trainer.amp.dtype if trainer.amp.enabled else None)
+    if distributed is not None:  # an empty shard comes back (0, 0); the gather needs (0, C)
+        log_probs = distributed.gather_rows(log_probs.reshape(len(split), len(settings.labels)), len(trainer.valid_split))
     targets = trainer.valid_split.targets
     metrics = classification_metrics(targets, log_probs.argmax(1), settings.labels)
     loss = float(-log_probs[np.arange(len(targets)), targets].mean())

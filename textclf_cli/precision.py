@@ -24,9 +24,22 @@ def resolve_precision(requested: str, device: torch.device) -> AmpSettings:
     """auto means bf16 on a GPU that supports it, else fp32 (CPU autocast is slower than fp32 here)."""
     name = requested
     if requested == "auto":
-        name = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+        name = "bf16" if _native_bf16(device) else "fp32"
     if name == "fp16" and device.type != "cuda":
         raise ConfigError(f"train.precision: fp16 needs a CUDA device (device is {device}); use fp32 or bf16")
+    if name == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ConfigError(f"train.precision: this GPU ({torch.cuda.get_device_name(device)}) has no bf16; "
+                          f"use fp16 or fp32")
     dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
     scaler = torch.amp.GradScaler(device.type, enabled=name == "fp16")
     return AmpSettings(name, dtype, scaler)
+
+
+def _native_bf16(device: torch.device) -> bool:
+    # Emulated bf16 (pre-Ampere GPUs) is slower than fp32, so auto only takes bf16 where the hardware has it.
+    if device.type != "cuda":
+        return False
+    try:
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    except TypeError:  # torch < 2.4 has no such argument and already answers for the hardware
+        return torch.cuda.is_bf16_supported()

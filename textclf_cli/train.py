@@ -19,9 +19,9 @@ from textclf_cli.checkpoint import load_checkpoint, new_checkpoint, save_checkpo
 from textclf_cli.config import Config, config_to_dict
 from textclf_cli.console import add_log_file, log, remove_handler
 from textclf_cli.data.prepared import PreparedData
-from textclf_cli.device import resolve_device
+from textclf_cli.device import describe_device, resolve_device
 from textclf_cli.errors import ConfigError, Interrupted, RunError, TextclfError
-from textclf_cli.loop import LoopSettings, SignalGuard, StopRequested, Trainer, TrainState, fit
+from textclf_cli.loop import LoopSettings, NonFiniteLoss, SignalGuard, StopRequested, Trainer, TrainState, fit
 from textclf_cli.models import build_model, min_width, model_kwargs
 from textclf_cli.optim import build_loss, build_optimizer, build_scheduler
 from textclf_cli.precision import resolve_precision
@@ -57,11 +57,7 @@ def train(config: Config, resume: Path | None = None, promote_if_better: bool = 
     if "valid" not in data.splits:
         raise ConfigError("data: no validation split; set data.valid or data.valid_fraction")
     is_main = distributed is None or distributed.is_main
-    run_dir = resume_run_dir(config, resume) if resume else None
-    if run_dir is None and is_main:
-        run_dir = create_run_dir(config.output.runs_dir, config.experiment)
-    if distributed is not None:
-        run_dir = distributed.broadcast_path(run_dir)
+    run_dir = resume_run_dir(config, resume) if resume else new_run_dir(config, distributed)
     log_handler = add_log_file(run_dir / files.TRAIN_LOG) if is_main else None
     try:
         return _train_in(run_dir, config, data, device, amp, resume is not None, promote_if_better, distributed)
@@ -71,15 +67,19 @@ def train(config: Config, resume: Path | None = None, promote_if_better: bool = 
 
 
 def prepare_once(config: Config, distributed: Any) -> PreparedData:
-    """Rank 0 prepares (or finds) the data; the other ranks wait, then read the same files."""
+    """Rank 0 prepares (or finds) the data; the other ranks wait, then read the same files (or fail with it)."""
     if distributed is None:
         return prepare(config)
-    if distributed.is_main:
-        data = prepare(config)
-        distributed.barrier()
-        return data
-    distributed.barrier()
-    return prepare(config)
+    data = distributed.main_first(lambda: prepare(config))
+    return data if distributed.is_main else prepare(config)
+
+
+def new_run_dir(config: Config, distributed: Any) -> Path:
+    """A fresh run folder, made by rank 0 alone under torchrun and shared with the other ranks."""
+    if distributed is None:
+        return create_run_dir(config.output.runs_dir, config.experiment)
+    return distributed.main_first(lambda: create_run_dir(config.output.runs_dir, config.experiment),
+                                  share_result=True)
 
 
 def _train_in(run_dir: Path, config: Config, data: PreparedData, device: torch.device, amp: Any,
@@ -89,7 +89,9 @@ def _train_in(run_dir: Path, config: Config, data: PreparedData, device: torch.d
         write_status(run_dir, RUNNING, experiment=config.experiment, run_id=run_dir.name, started_at=now_iso(),
                      device=str(device), precision=amp.name, world_size=getattr(distributed, "world_size", 1))
         write_text_atomic(run_dir / files.CONFIG_FILE, resolved_config_yaml(config))
-        log.info(f"run folder {run_dir} (device {device}, precision {amp.name})")
+        compiled = ", torch.compile" if config.train.compile else ""
+        ranks = f", {distributed.world_size} processes" if distributed is not None else ""
+        log.info(f"run folder {run_dir} (device {describe_device(device)}, precision {amp.name}{compiled}{ranks})")
     trainer, state, info = build_trainer(config, data, device, amp, run_dir if resuming else None, distributed)
     try:
         with trainer.stop:
@@ -100,14 +102,23 @@ def _train_in(run_dir: Path, config: Config, data: PreparedData, device: torch.d
                             last_checkpoint(trainer, state, info))
             write_status(run_dir, INTERRUPTED, finished_at=now_iso(), epochs_completed=state.epoch,
                          message=f"stopped by {stop}; resume with: textclf train CONFIG --resume {run_dir}")
+        wait_for_main(distributed)
         raise Interrupted(f"interrupted by {stop}; saved {run_dir / files.CHECKPOINTS_DIR / files.LAST_CHECKPOINT}; "
                           f"resume with --resume {run_dir}") from None
     except (TextclfError, Exception) as exc:
         if is_main:
             write_status(run_dir, FAILED, finished_at=now_iso(), message=str(exc).splitlines()[0] if str(exc) else
                          type(exc).__name__)
+        if isinstance(exc, NonFiniteLoss):  # raised by every rank at the same batch, so all can meet here
+            wait_for_main(distributed)
         raise
     return finish_run(run_dir, config, state, promote_if_better) if is_main else TrainResult(run_dir, state)
+
+
+def wait_for_main(distributed: Any) -> None:
+    """Under torchrun the first process to exit with an error gets the others killed: let rank 0 finish writing."""
+    if distributed is not None:
+        distributed.barrier()
 
 
 def resolved_config_yaml(config: Config) -> str:
@@ -124,10 +135,10 @@ def build_trainer(config: Config, data: PreparedData, device: torch.device, amp:
     load_embeddings_if_configured(model, config, data)
     model.to(device)
     loop_model: nn.Module = model
-    if config.train.compile:
-        loop_model = torch.compile(model)
     if distributed is not None:
         loop_model = distributed.wrap(loop_model)
+    if config.train.compile:  # after DDP, as PyTorch recommends: compile then sees DDP's gradient buckets
+        loop_model = torch.compile(loop_model)
     optimizer = build_optimizer(model, config.train)
     batches_per_epoch = -(-len(data.splits["train"]) // config.train.batch_size)
     if distributed is not None:
