@@ -155,6 +155,7 @@ def fit(trainer: Trainer, state: TrainState, on_epoch_end: Callable[[TrainState,
 def train_one_epoch(trainer: Trainer, epoch: int) -> tuple[float, float]:
     settings, model, device = trainer.settings, trainer.model, trainer.device
     model.train()
+    seed_epoch(settings.seed, epoch, trainer.distributed.rank if trainer.distributed is not None else 0)
     batches = epoch_batches(trainer, epoch)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
@@ -174,6 +175,12 @@ def train_one_epoch(trainer: Trainer, epoch: int) -> tuple[float, float]:
     if trainer.distributed is not None:
         trainer.distributed.all_reduce_sum(totals)
     return float(totals[0] / totals[2]), float(totals[1] / totals[2])
+
+
+def seed_epoch(seed: int, epoch: int, rank: int) -> None:
+    """Dropout's random stream depends only on (seed, epoch, rank): a resumed epoch replays exactly as an
+    uninterrupted one, on any number of DDP processes, and the ranks draw different masks."""
+    torch.manual_seed(int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0]))
 
 
 def check_batch(trainer: Trainer, loss: float, epoch: int, number: int) -> None:
