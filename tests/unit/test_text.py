@@ -1,0 +1,126 @@
+"""data/text.py: cleaning switches, each tokenizer kind, stopwords, missing nltk data, the process pool."""
+
+from __future__ import annotations
+
+import pytest
+
+from textclf_cli.data import text as text_module
+from textclf_cli.data.text import Tokenizer, TokenizerSettings, tokenize_all
+from textclf_cli.errors import ConfigError
+
+REVIEW = "It's a GREAT film, isn't it?<br /><br />Yes &amp; no... (10/10)"
+
+
+def tokens(text: str, **settings) -> list[str]:
+    return Tokenizer(TokenizerSettings(**settings))(text)
+
+
+@pytest.mark.parametrize(
+    ("kind", "expected"),
+    [
+        ("regexp", ["it's", "a", "great", "film", ",", "isn't", "it", "?", "yes", "&", "no", ".", ".", ".",
+                    "(", "10", "/", "10", ")"]),
+        ("toktok", ["it", "'", "s", "a", "great", "film", ",", "isn", "'", "t", "it", "?", "yes", "&", "no", "...",
+                    "(", "10/10", ")"]),
+        ("treebank", ["it", "'s", "a", "great", "film", ",", "is", "n't", "it", "?", "yes", "&", "no", "...",
+                      "(", "10/10", ")"]),
+    ],
+)
+def test_each_tokenizer_kind_with_default_cleaning(kind: str, expected: list[str]) -> None:
+    assert tokens(REVIEW, kind=kind) == expected
+
+
+@pytest.mark.parametrize("kind", ["regexp", "toktok", "treebank"])
+def test_strip_html_removes_tags_and_unescapes_entities(kind: str) -> None:
+    cleaned = tokens("one<br />two<i>three</i> &quot;four&quot; five &amp; six", kind=kind, strip_punctuation=True)
+    assert cleaned == ["one", "two", "three", "four", "five", "six"]
+
+
+def test_html_kept_when_strip_html_is_off() -> None:
+    assert tokens("a<br />b", kind="regexp", strip_html=False) == ["a", "<", "br", "/", ">", "b"]
+
+
+@pytest.mark.parametrize("kind", ["regexp", "toktok", "treebank"])
+def test_lowercase_switch(kind: str) -> None:
+    assert tokens("Great FILM", kind=kind) == ["great", "film"]
+    assert tokens("Great FILM", kind=kind, lowercase=False) == ["Great", "FILM"]
+
+
+@pytest.mark.parametrize("kind", ["regexp", "toktok", "treebank"])
+def test_strip_punctuation_keeps_only_tokens_with_word_characters(kind: str) -> None:
+    result = tokens("Wow!!! A film -- (really) great; 10/10 & more | less...", kind=kind, strip_punctuation=True)
+    assert result[:4] == ["wow", "a", "film", "really"]
+    assert all(any(ch.isalnum() for ch in token) for token in result)
+    assert "great" in result and "more" in result and "less" in result
+    assert not {"&", "|", "&amp;", "&#124;"} & set(result)
+
+
+@pytest.mark.parametrize("kind", ["regexp", "toktok", "treebank"])
+def test_tabs_and_newlines_are_whitespace(kind: str) -> None:
+    assert tokens("one\ttwo\nthree\r\nfour", kind=kind) == ["one", "two", "three", "four"]
+
+
+def test_stopwords_from_the_sklearn_list() -> None:
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    result = tokens("The movie was NOT as good as the book", kind="regexp", remove_stopwords=True)
+    assert result == ["movie", "good", "book"]  # "not" is on sklearn's list too
+    assert {"the", "was", "not", "as"} <= ENGLISH_STOP_WORDS
+    assert tokens("The movie", kind="regexp") == ["the", "movie"]  # off by default
+
+
+def test_stopwords_compare_case_insensitively_when_not_lowercasing() -> None:
+    assert tokens("The Movie", kind="regexp", lowercase=False, remove_stopwords=True) == ["Movie"]
+
+
+def missing_nltk_data(monkeypatch: pytest.MonkeyPatch) -> None:
+    import nltk
+
+    def find(resource: str, *args, **kwargs):
+        raise LookupError(f"Resource {resource} not found.")
+
+    monkeypatch.setattr(nltk.data, "find", find)
+
+
+def test_punkt_without_its_data_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    missing_nltk_data(monkeypatch)
+    with pytest.raises(ConfigError) as caught:
+        Tokenizer(TokenizerSettings(kind="punkt"))
+    message = str(caught.value)
+    assert message.startswith("tokenizer.kind: punkt needs the nltk data package 'punkt_tab'")
+    assert "`python -m nltk.downloader punkt_tab`" in message
+
+
+def test_nltk_stopwords_without_their_data_say_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    missing_nltk_data(monkeypatch)
+    with pytest.raises(ConfigError) as caught:
+        Tokenizer(TokenizerSettings(kind="regexp", remove_stopwords=True, stopwords="nltk"))
+    message = str(caught.value)
+    assert message.startswith("tokenizer.stopwords: nltk needs the nltk data package 'stopwords'")
+    assert "`python -m nltk.downloader stopwords`" in message
+
+
+def test_nltk_stopwords_are_not_loaded_when_stopwords_are_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    missing_nltk_data(monkeypatch)
+    assert tokens("the film", kind="regexp", stopwords="nltk") == ["the", "film"]
+
+
+def test_default_tokenizer_needs_no_nltk_data(monkeypatch: pytest.MonkeyPatch) -> None:
+    missing_nltk_data(monkeypatch)
+    for kind in ("regexp", "toktok", "treebank"):
+        assert tokens("Hello, world", kind=kind) == ["hello", ",", "world"]
+
+
+def test_tokenizer_pickles_by_its_settings() -> None:
+    import pickle
+
+    settings = TokenizerSettings(kind="treebank", strip_punctuation=True)
+    clone = pickle.loads(pickle.dumps(Tokenizer(settings)))
+    assert clone.settings == settings and clone(REVIEW) == Tokenizer(settings)(REVIEW)
+
+
+def test_process_pool_gives_the_same_tokens_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(text_module, "PARALLEL_MIN_TEXTS", 1)
+    texts = [f"Text number {i}: <b>word{i % 7}</b>!" for i in range(300)]
+    settings = TokenizerSettings(kind="regexp", strip_punctuation=True)
+    assert tokenize_all(texts, settings, workers=2) == tokenize_all(texts, settings, workers=1)
