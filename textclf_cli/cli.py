@@ -126,8 +126,6 @@ def train(
     state = result.state
     console.log.info(f"completed {state.epoch} epoch(s); best {config.train.monitor} "
                      f"{state.best_metric:.4f} at epoch {state.best_epoch}")
-    if result.promotion:
-        console.log.info(result.promotion)
     console.result(str(result.run_dir))
 
 

@@ -34,6 +34,17 @@ class DataConfig(Strict):
     sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
     prepared_dir: Path = Path("data/prepared")
 
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str) -> str:
+        import codecs
+
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            raise ValueError("unknown text encoding; use a Python codec name such as utf-8, latin-1 or cp1252") from None
+        return value
+
 
 class TokenizerConfig(Strict):
     kind: Literal["regexp", "toktok", "treebank", "punkt"] = "toktok"

@@ -122,6 +122,9 @@ def fit(trainer: Trainer, state: TrainState, on_epoch_end: Callable[[TrainState,
         with cuda_oom_hint(trainer, f"validation after epoch {epoch}",
                            f"train.eval_batch_size (now {settings.eval_batch_size})"):
             valid = validate(trainer)
+        if not math.isfinite(valid["loss"]):  # the last step of the epoch can break the weights after its loss
+            raise NonFiniteLoss(f"the validation loss became {valid['loss']} after epoch {epoch}; nothing was saved "
+                                f"from this state: lower train.lr or set train.grad_clip")
         row = {
             "epoch": epoch,
             "train_loss": train_loss,

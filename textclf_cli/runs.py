@@ -92,23 +92,55 @@ def update_latest(run_dir: Path) -> None:
             point_link(experiment_dir, files.LATEST_LINK, run_dir)
 
 
-def promote_if_better(run_dir: Path, monitor: str, value: float | None) -> str:
-    """Point runs/<experiment>/best at this run only when its validation metric beats the current best."""
+def promote_if_better(run_dir: Path, monitor: str, value: float | None) -> tuple[bool, str]:
+    """Point runs/<experiment>/best at this run only when its best validation metric beats the current best run's.
+
+    Returns (promoted, one line saying why). Conservative on doubt: a current best recorded under another
+    monitor is kept, since the two numbers cannot be compared; a best link to a missing run is replaced.
+    """
     from textclf_cli.loop import is_better
 
     experiment_dir = run_dir.parent
     with experiment_lock(experiment_dir):
         link = experiment_dir / files.BEST_LINK
-        current_name = link.resolve().name if link.exists() else None
-        current = read_status(link.resolve()) if link.exists() else None
-        current_value = (current or {}).get("best_metric")
-        if current and current.get("monitor") not in (None, monitor):
-            current_value = None  # a different metric cannot be compared: the new run wins
+        current_dir = link.resolve() if link.exists() else None
+        current = (read_status(current_dir) or {}) if current_dir is not None else {}
+        current_value, current_monitor = current.get("best_metric"), current.get("monitor", monitor)
+        mine = "no value" if value is None else f"{value:.4f}"
+        if value is not None and current_monitor != monitor:
+            return False, (f"kept best -> {current_dir.name}: it was chosen on {current_monitor}, this run on "
+                           f"{monitor} ({mine}), which cannot be compared; repoint {link} by hand if this run "
+                           f"should win")
         if value is not None and (current_value is None or is_better(monitor, value, current_value)):
             point_link(experiment_dir, files.BEST_LINK, run_dir)
-            before = "no previous best" if current_value is None else f"{current_value:.4f} of {current_name}"
-            return f"promoted: {monitor} {value:.4f} beats {before}"
-        return f"kept {current_name}: {monitor} {value} does not beat {current_value:.4f}"
+            before = "no previous best" if current_value is None else f"{current_value:.4f} of {current_dir.name}"
+            return True, f"promoted best -> {run_dir.name}: {monitor} {mine} beats {before}"
+        theirs = "nothing" if current_value is None else f"{current_value:.4f}"
+        kept = current_dir.name if current_dir is not None else "(none)"
+        return False, f"kept best -> {kept}: {monitor} {mine} does not beat {theirs}"
+
+
+def lock_run(run_dir: Path) -> RunLock:
+    """An exclusive flock on the run folder while a process trains in it; the kernel drops it on any exit."""
+    import fcntl
+
+    fd = os.open(run_dir, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        pid = (read_status(run_dir) or {}).get("pid", "unknown")
+        raise RunError(f"{run_dir}: another textclf process (pid {pid}) is training in this run folder; "
+                       f"wait for it to finish or stop it, then resume") from None
+    return RunLock(fd)
+
+
+class RunLock:
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def release(self) -> None:
+        os.close(self.fd)  # closing the only descriptor releases the flock
 
 
 class experiment_lock:

@@ -32,6 +32,7 @@ from textclf_cli.runs import (
     INTERRUPTED,
     RUNNING,
     create_run_dir,
+    lock_run,
     now_iso,
     update_latest,
     write_status,
@@ -53,17 +54,21 @@ def train(config: Config, resume: Path | None = None, promote_if_better: bool = 
     amp = resolve_precision(config.train.precision, device)
     if config.train.num_threads:
         torch.set_num_threads(config.train.num_threads)
+    resumed = resume_run_dir(config, resume) if resume else None  # refuse a bad --resume before preparing data
     data = prepare_once(config, distributed)
     if "valid" not in data.splits:
         raise ConfigError("data: no validation split; set data.valid or data.valid_fraction")
     is_main = distributed is None or distributed.is_main
-    run_dir = resume_run_dir(config, resume) if resume else new_run_dir(config, distributed)
+    run_dir = resumed or new_run_dir(config, distributed)
+    lock = lock_run(run_dir) if is_main else None  # held while training, so a second --resume of it is refused
     log_handler = add_log_file(run_dir / files.TRAIN_LOG) if is_main else None
     try:
         return _train_in(run_dir, config, data, device, amp, resume is not None, promote_if_better, distributed)
     finally:
         if log_handler is not None:
             remove_handler(log_handler)
+        if lock is not None:
+            lock.release()
 
 
 def prepare_once(config: Config, distributed: Any) -> PreparedData:
@@ -86,25 +91,32 @@ def _train_in(run_dir: Path, config: Config, data: PreparedData, device: torch.d
               resuming: bool, promote_if_better: bool, distributed: Any) -> TrainResult:
     is_main = distributed is None or distributed.is_main
     if is_main:
-        write_status(run_dir, RUNNING, experiment=config.experiment, run_id=run_dir.name, started_at=now_iso(),
-                     device=str(device), precision=amp.name, world_size=getattr(distributed, "world_size", 1))
+        # a resumed run keeps its started_at and drops what the interruption wrote
+        when = {"resumed_at": now_iso(), "finished_at": None, "message": None} if resuming else {"started_at": now_iso()}
+        write_status(run_dir, RUNNING, experiment=config.experiment, run_id=run_dir.name, **when, device=str(device),
+                     precision=amp.name, world_size=getattr(distributed, "world_size", 1))
         write_text_atomic(run_dir / files.CONFIG_FILE, resolved_config_yaml(config))
         compiled = ", torch.compile" if config.train.compile else ""
         ranks = f", {distributed.world_size} processes" if distributed is not None else ""
         log.info(f"run folder {run_dir} (device {describe_device(device)}, precision {amp.name}{compiled}{ranks})")
     trainer, state, info = build_trainer(config, data, device, amp, run_dir if resuming else None, distributed)
+    if is_main and not resuming:  # epoch 0: a run killed during its first epoch can be resumed too
+        save_checkpoint(run_dir / files.CHECKPOINTS_DIR / files.LAST_CHECKPOINT, last_checkpoint(trainer, state, info))
     try:
         with trainer.stop:
             fit(trainer, state, lambda state, improved: save_epoch(run_dir, trainer, state, info, improved, is_main))
     except StopRequested as stop:
+        # last.pt already holds the end of the last completed epoch (or epoch 0), written atomically. The partial
+        # epoch is dropped rather than saved: a resumed run then replays it with the same batch order, RNG state
+        # and lr schedule as an uninterrupted run, instead of counting its optimizer steps twice.
+        resume_hint = f"resume with: textclf train CONFIG --resume {run_dir}"
         if is_main:
-            save_checkpoint(run_dir / files.CHECKPOINTS_DIR / files.LAST_CHECKPOINT,
-                            last_checkpoint(trainer, state, info))
             write_status(run_dir, INTERRUPTED, finished_at=now_iso(), epochs_completed=state.epoch,
-                         message=f"stopped by {stop}; resume with: textclf train CONFIG --resume {run_dir}")
+                         message=f"stopped by {stop} during epoch {state.epoch + 1}; {resume_hint}")
         wait_for_main(distributed)
-        raise Interrupted(f"interrupted by {stop}; saved {run_dir / files.CHECKPOINTS_DIR / files.LAST_CHECKPOINT}; "
-                          f"resume with --resume {run_dir}") from None
+        raise Interrupted(f"interrupted by {stop} during epoch {state.epoch + 1}; "
+                          f"{run_dir / files.CHECKPOINTS_DIR / files.LAST_CHECKPOINT} holds epoch {state.epoch}; "
+                          f"{resume_hint}") from None
     except (TextclfError, Exception) as exc:
         if is_main:
             write_status(run_dir, FAILED, finished_at=now_iso(), message=str(exc).splitlines()[0] if str(exc) else
@@ -224,8 +236,8 @@ def resume_run_dir(config: Config, run_dir: Path) -> Path:
     if not (run_dir / files.CONFIG_FILE).is_file():
         raise RunError(f"{run_dir}: not a textclf run folder (no {files.CONFIG_FILE}); pass the folder of the run to resume")
     if not (run_dir / files.CHECKPOINTS_DIR / files.LAST_CHECKPOINT).is_file():
-        raise RunError(f"{run_dir}: has no {files.CHECKPOINTS_DIR}/{files.LAST_CHECKPOINT} yet (it stopped before "
-                       f"the first epoch ended); start a new run instead")
+        raise RunError(f"{run_dir}: has no {files.CHECKPOINTS_DIR}/{files.LAST_CHECKPOINT} (it stopped before "
+                       f"training began); start a new run instead")
     stored = config_to_dict(load_config(run_dir / files.CONFIG_FILE))
     differences = sorted(key for key in _flat_differences(stored, config_to_dict(config)) if key != "train.epochs")
     if differences:
@@ -249,8 +261,10 @@ def finish_run(run_dir: Path, config: Config, state: TrainState, promote_if_bett
                "best_metric": state.best_metric, "monitor": config.train.monitor}
     write_status(run_dir, COMPLETED, **summary)
     update_latest(run_dir)
-    promotion = promote(run_dir, config.train.monitor, state.best_metric) if promote_if_better else None
-    if promotion is not None:
-        write_status(run_dir, COMPLETED, promotion=promotion)
+    if not promote_if_better:
+        return TrainResult(run_dir, state)
+    promoted, promotion = promote(run_dir, config.train.monitor, state.best_metric)
+    write_status(run_dir, COMPLETED, promoted=promoted, promotion=promotion)
+    log.info(promotion)  # here, not in cli.py, so that train.log records the decision too
     return TrainResult(run_dir, state, promotion)
 

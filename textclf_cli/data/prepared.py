@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from textclf_cli import files
-from textclf_cli.atomic import write_json_atomic
+from textclf_cli.atomic import current_umask, write_atomic, write_json_atomic
 from textclf_cli.data.text import TokenizerSettings
 from textclf_cli.errors import DataError
 
@@ -53,11 +53,12 @@ def write_prepared(root: Path, data: PreparedData) -> None:
     """Write into a temp folder and rename it into place, so a crash never leaves a half-prepared key."""
     root.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
+    staging.chmod(0o777 & ~current_umask())  # mkdtemp makes 0700; the renamed folder should be shareable
     try:
         for split, encoded in data.splits.items():
-            np.save(staging / files.PREPARED_IDS.format(split=split), encoded.ids)
-            np.save(staging / files.PREPARED_OFFSETS.format(split=split), encoded.offsets)
-            np.save(staging / files.PREPARED_TARGETS.format(split=split), encoded.targets)
+            save_array(staging / files.PREPARED_IDS.format(split=split), encoded.ids)
+            save_array(staging / files.PREPARED_OFFSETS.format(split=split), encoded.offsets)
+            save_array(staging / files.PREPARED_TARGETS.format(split=split), encoded.targets)
         write_json_atomic(staging / files.PREPARED_VOCAB, data.vocab)
         write_json_atomic(staging / files.PREPARED_LABELS, data.labels)
         meta = dict(data.meta, format_version=FORMAT_VERSION, splits=sorted(data.splits))
@@ -69,6 +70,11 @@ def write_prepared(root: Path, data: PreparedData) -> None:
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def save_array(path: Path, array: np.ndarray) -> None:
+    # through write_atomic for its fsync: the folder rename must not publish arrays still in the page cache
+    write_atomic(path, lambda handle: np.save(handle, array))
 
 
 def load_prepared(root: Path) -> PreparedData:

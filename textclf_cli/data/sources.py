@@ -59,12 +59,17 @@ def read_imdb(path: Path) -> dict[str, LabelledTexts]:
 
 def _read_imdb_tarball(path: Path) -> dict[str, list[tuple[str, int, str]]]:
     found: dict[str, list[tuple[str, int, str]]] = {}
+    unsafe: list[str] = []
     # "r|gz" streams: random access into a gzipped tar would re-decompress from the start for each member.
+    # Nothing is ever extracted to disk: regular members are read into memory, everything else is skipped.
     try:
         with tarfile.open(path, mode="r|gz") as archive:
             for member in archive:
+                if is_unsafe_member(member):
+                    unsafe.append(member.name)
+                    continue
                 match = IMDB_MEMBER.search(member.name)
-                if not match or not member.isfile():  # links and odd members are never followed
+                if not match or not member.isfile():
                     continue
                 handle = archive.extractfile(member)
                 text = handle.read().decode("utf-8", errors="replace") if handle else ""
@@ -76,7 +81,19 @@ def _read_imdb_tarball(path: Path) -> dict[str, list[tuple[str, int, str]]]:
         raise DataError(
             f"{path}: the IMDb archive is truncated or corrupt ({exc}); download aclImdb_v1.tar.gz again"
         ) from None
+    if unsafe:
+        shown = ", ".join(repr(name) for name in unsafe[:5]) + (", ..." if len(unsafe) > 5 else "")
+        log.warning(f"{path}: ignored {len(unsafe)} archive member(s) that are links or point outside the "
+                    f"archive folder: {shown}; the official aclImdb_v1.tar.gz has none, so check where it came from")
     return found
+
+
+def is_unsafe_member(member: tarfile.TarInfo) -> bool:
+    """Links, devices, absolute names and `..` are what an extracting reader could be tricked by."""
+    name = member.name.replace("\\", "/")
+    parts = name.split("/")
+    return (member.issym() or member.islnk() or member.isdev() or name.startswith("/") or ".." in parts
+            or (len(parts[0]) == 2 and parts[0][1] == ":"))  # a Windows drive, C:
 
 
 def _read_imdb_folder(path: Path) -> dict[str, list[tuple[str, int, str]]]:
@@ -164,20 +181,22 @@ def _parse_delimited(content: str, path: Path, delimiter: str) -> list[tuple[int
     header = [name.strip() for name in header]
     records = []
     while True:
+        line = reader.line_num + 1  # where this row starts (a quoted text may span several lines)
         try:
             row = next(reader)
         except StopIteration:
             break
         except csv.Error as exc:
-            raise DataError(f"{path}:{reader.line_num}: malformed row ({exc}); check the quoting") from None
+            raise DataError(f"{path}:{line}: malformed row ({exc}); check the quoting: a text that starts with "
+                            f'a quote or holds the delimiter must be quoted whole, with inner quotes doubled ("")') from None
         if not row or (len(row) == 1 and not row[0].strip()):
             continue
         if len(row) != len(header):
             raise DataError(
-                f"{path}:{reader.line_num}: {len(row)} fields but the header has {len(header)}; "
+                f"{path}:{line}: {len(row)} fields but the header has {len(header)}; "
                 f"quote texts that contain the delimiter"
             )
-        records.append((reader.line_num, dict(zip(header, row))))
+        records.append((line, dict(zip(header, row))))
     return records
 
 
