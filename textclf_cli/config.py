@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from textclf_cli.errors import ConfigError
 
@@ -87,9 +87,11 @@ class LSTMConfig(EmbeddingSettings):
 
 class BagConfig(EmbeddingSettings):
     type: Literal["bag"] = "bag"
+    embedding_dim: int = Field(32, ge=1)
     ngrams: int = Field(2, ge=1, le=3)
-    buckets: int = Field(2_000_000, ge=1)
+    buckets: int = Field(1_000_000, ge=1)
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    sparse: bool = False  # true needs train.optimizer adagrad (or sgd without momentum); much faster
 
 
 ModelConfig = Annotated[CNNConfig | LSTMConfig | BagConfig, Field(discriminator="type")]
@@ -99,7 +101,7 @@ MODEL_CLASSES: dict[str, type[Strict]] = {"cnn": CNNConfig, "lstm": LSTMConfig, 
 class TrainConfig(Strict):
     epochs: int = Field(5, ge=1)
     batch_size: int = Field(64, ge=1)
-    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    optimizer: Literal["adam", "adamw", "sgd", "adagrad"] = "adam"
     lr: float = Field(1e-3, gt=0.0)
     weight_decay: float = Field(0.0, ge=0.0)
     momentum: float = Field(0.9, ge=0.0, lt=1.0)
@@ -152,6 +154,17 @@ class Config(Strict):
         if isinstance(value, dict) and "type" not in value:
             return {"type": "cnn", **value}
         return value
+
+    @model_validator(mode="after")
+    def _sparse_needs_sparse_optimizer(self) -> Config:
+        sparse = getattr(self.model, "sparse", False)
+        if sparse and not (self.train.optimizer == "adagrad" or (self.train.optimizer == "sgd" and
+                                                                  self.train.momentum == 0)):
+            raise ValueError("model.sparse: sparse embedding gradients need train.optimizer: adagrad "
+                             "(or sgd with train.momentum: 0); or set model.sparse: false")
+        if sparse and self.train.weight_decay:
+            raise ValueError("model.sparse: sparse embedding gradients cannot use train.weight_decay; set it to 0")
+        return self
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -232,7 +232,9 @@ def training_step(
     amp.scaler.scale(loss).backward()
     if trainer.settings.grad_clip:
         amp.scaler.unscale_(trainer.optimizer)
-        nn.utils.clip_grad_norm_(trainer.model.parameters(), trainer.settings.grad_clip)
+        # sparse embedding gradients (bag model) have no norm kernel; clipping the dense ones is what matters
+        dense = [p for p in trainer.model.parameters() if p.grad is not None and not p.grad.is_sparse]
+        nn.utils.clip_grad_norm_(dense, trainer.settings.grad_clip)
     amp.scaler.step(trainer.optimizer)
     amp.scaler.update()
     if trainer.scheduler is not None:

@@ -13,17 +13,19 @@ class BagOfNgrams(nn.Module):
         self,
         vocab_size: int,
         num_classes: int,
-        embedding_dim: int = 64,
+        embedding_dim: int = 32,
         ngrams: int = 2,
-        buckets: int = 2_000_000,
+        buckets: int = 1_000_000,
         dropout: float = 0.0,
+        sparse: bool = False,
     ) -> None:
         super().__init__()
         self.vocab_size = vocab_size
         self.ngrams = ngrams
         self.buckets = buckets
         # id 0 is padding and is left out of the mean, for words and n-grams alike
-        self.embedding = nn.EmbeddingBag(vocab_size + buckets, embedding_dim, mode="mean", padding_idx=0)
+        self.embedding = nn.EmbeddingBag(vocab_size + buckets, embedding_dim, mode="mean", padding_idx=0,
+                                      sparse=sparse)  # sparse: each step touches only the rows it used
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(embedding_dim, num_classes)
 
