@@ -240,6 +240,8 @@ def describe_error(err: dict[str, Any]) -> str:
     raw_loc = tuple(err["loc"])
     loc = _clean_loc(raw_loc)
     key = ".".join(str(part) for part in loc) or "(top level)"
+    if not loc and re.match(r"^Value error, [\w.]+: ", err["msg"]):  # a cross-section check names its own key
+        return err["msg"].removeprefix("Value error, ")
     kind = err["type"]
     if kind == "extra_forbidden":
         if len(raw_loc) == 3 and raw_loc[0] == "model" and raw_loc[1] in MODEL_CLASSES:

@@ -33,7 +33,7 @@ def evaluate(checkpoint_path: Path, run_dir: Path | None, split: str = "test", d
              device_spec: str = "auto", batch_size: int = 256) -> EvaluationResult:
     loaded = load_model(checkpoint_path, resolve_device(device_spec))
     if data_file is not None:
-        encoded, name = labelled_file(data_file, loaded), data_file.stem
+        encoded, name = labelled_file(data_file, loaded), f"data-{data_file.stem}"  # never clobbers --split results
     else:
         encoded, name = prepared_split(loaded, split), split
     log_probs = log_probabilities(loaded.model, encoded, loaded.max_length, loaded.truncate, batch_size,

@@ -88,8 +88,14 @@ def update_latest(run_dir: Path) -> None:
     with experiment_lock(experiment_dir):
         link = experiment_dir / files.LATEST_LINK
         current = link.resolve() if link.exists() else None
-        if current is None or current.name <= run_dir.name:
+        if current is None or run_order(current.name) <= run_order(run_dir.name):
             point_link(experiment_dir, files.LATEST_LINK, run_dir)
+
+
+def run_order(run_id: str) -> tuple[str, int]:
+    """Sort key of a run id: its start time, then its numeric -N suffix (so -10 comes after -9)."""
+    stamp, _, suffix = run_id.partition("-")[2].partition("-")
+    return run_id.split("-")[0] + "-" + stamp, int(suffix) if suffix.isdigit() else 0
 
 
 def promote_if_better(run_dir: Path, monitor: str, value: float | None) -> tuple[bool, str]:

@@ -230,7 +230,7 @@ def test_evaluate_data_file_in_another_format(binary: Trained) -> None:
     on_split = evaluate(binary.run_dir)
     holdout = write_table(binary.root / "holdout.jsonl", binary.test_examples(), "jsonl")
     on_file = evaluate(binary.run_dir, "--data", str(holdout))
-    assert files_under(binary.run_dir / "evaluation" / "holdout") == EVALUATION_FILES
+    assert files_under(binary.run_dir / "evaluation" / "data-holdout") == EVALUATION_FILES
     assert on_file["data"] == str(holdout)
     for key in ("num_examples", "accuracy", "f1_macro", "confusion_matrix", "per_class"):
         assert on_file[key] == on_split[key], key

