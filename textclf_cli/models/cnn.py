@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from textclf_cli.models.init import init_embedding
+
 
 class TextCNN(nn.Module):
     def __init__(
@@ -22,6 +24,7 @@ class TextCNN(nn.Module):
         self.pooling = pooling
         self.min_width = max(self.filter_sizes)
         self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=0)
+        init_embedding(self.embedding)
         self.convs = nn.ModuleList(nn.Conv1d(embedding_dim, num_filters, k) for k in self.filter_sizes)
         self.dropout = nn.Dropout(dropout)
         per_filter = 2 if pooling == "max_mean" else 1

@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from textclf_cli.models.init import init_embedding
+
 
 def reverse_within_length(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """(B, T, D): reverse each x[b, :lengths[b]] in place of itself; positions >= length stay put."""
@@ -35,6 +37,7 @@ class LSTMClassifier(nn.Module):
         self.bidirectional = bidirectional
         self.pooling = pooling
         self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=0)
+        init_embedding(self.embedding)
         directions = 2 if bidirectional else 1
         self.forward_layers = nn.ModuleList()
         self.backward_layers = nn.ModuleList()
