@@ -28,6 +28,16 @@ SetOption = Annotated[
 ]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="Print only the final result line.")]
 DeviceOption = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")]
+class Precision(str, Enum):
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+PrecisionOption = Annotated[
+    Precision, typer.Option("--precision", help="auto (bf16 where the GPU/CPU computes it natively, else fp32), fp32, bf16.")
+]
 
 
 class Split(str, Enum):
@@ -137,6 +147,7 @@ def evaluate(
     split: Annotated[Split, typer.Option("--split", help="Prepared split to evaluate.")] = Split.test,
     data: Annotated[Path | None, typer.Option("--data", help="A labelled CSV/TSV/JSONL file instead.")] = None,
     device: DeviceOption = "auto",
+    precision: PrecisionOption = Precision.auto,
     quiet: QuietOption = False,
 ) -> None:
     """Accuracy, precision, recall, F1, confusion matrix; written to the run folder."""
@@ -145,7 +156,8 @@ def evaluate(
     from textclf_cli.report import show_metrics
 
     checkpoint, run_dir = _resolve_target(target, overrides)
-    result = evaluate_model(checkpoint, run_dir, split=split.value, data_file=data, device_spec=device)
+    result = evaluate_model(checkpoint, run_dir, split=split.value, data_file=data, device_spec=device,
+                            precision=precision.value)
     if not quiet:
         show_metrics(result.metrics, f"{result.name}: {checkpoint}")
     console.result(f"accuracy {result.metrics['accuracy']:.4f} f1_macro {result.metrics['f1_macro']:.4f} "
@@ -166,6 +178,7 @@ def predict(
     text_column: Annotated[str, typer.Option("--text-column", help="Text column of a CSV/TSV/JSONL input.")] = "text",
     overrides: SetOption = None,
     device: DeviceOption = "auto",
+    precision: PrecisionOption = Precision.auto,
     quiet: QuietOption = False,
 ) -> None:
     """Label texts with a trained model; the checkpoint alone is enough."""
@@ -174,7 +187,7 @@ def predict(
 
     all_texts = predicting.gather_texts(texts or [], input_file, text_column)
     checkpoint, _ = _resolve_target(target, overrides)
-    predictions = predicting.predict(checkpoint, all_texts, device_spec=device)
+    predictions = predicting.predict(checkpoint, all_texts, device_spec=device, precision=precision.value)
     records = predicting.rows(predictions, top_k)
     if output_format is OutputFormat.table and output is not None:
         raise ConfigError("predict: --output needs --format jsonl or csv (the table is for the terminal)")

@@ -17,6 +17,7 @@ from textclf_cli.device import resolve_device
 from textclf_cli.errors import ConfigError, DataError
 from textclf_cli.inference import encode_texts, log_probabilities
 from textclf_cli.metrics import classification_metrics, classification_report_text
+from textclf_cli.precision import inference_dtype
 from textclf_cli.report import write_evaluation
 
 TABLE_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl"}
@@ -30,14 +31,15 @@ class EvaluationResult:
 
 
 def evaluate(checkpoint_path: Path, run_dir: Path | None, split: str = "test", data_file: Path | None = None,
-             device_spec: str = "auto", batch_size: int = 256) -> EvaluationResult:
-    loaded = load_model(checkpoint_path, resolve_device(device_spec))
+             device_spec: str = "auto", batch_size: int = 256, precision: str = "auto") -> EvaluationResult:
+    device = resolve_device(device_spec)
+    loaded = load_model(checkpoint_path, device)
     if data_file is not None:
         encoded, name = labelled_file(data_file, loaded), f"data-{data_file.stem}"  # never clobbers --split results
     else:
         encoded, name = prepared_split(loaded, split), split
-    log_probs = log_probabilities(loaded.model, encoded, loaded.max_length, loaded.truncate, batch_size,
-                                  next(loaded.model.parameters()).device)
+    log_probs = log_probabilities(loaded.model, encoded, loaded.max_length, loaded.truncate, batch_size, device,
+                                  inference_dtype(precision, device))
     predictions = log_probs.argmax(1)
     metrics = classification_metrics(encoded.targets, predictions, loaded.labels)
     metrics.update(checkpoint=str(checkpoint_path), data=str(data_file) if data_file else split,

@@ -16,6 +16,7 @@ from textclf_cli.data.sources import read_texts_file
 from textclf_cli.device import resolve_device
 from textclf_cli.errors import ConfigError
 from textclf_cli.inference import encode_texts, log_probabilities
+from textclf_cli.precision import inference_dtype
 
 
 @dataclass
@@ -47,15 +48,17 @@ def _stdin_lines() -> list[str]:
     return lines
 
 
-def predict(checkpoint_path: Path, texts: list[str], device_spec: str = "auto", batch_size: int = 512) -> Predictions:
+def predict(checkpoint_path: Path, texts: list[str], device_spec: str = "auto", batch_size: int = 512,
+            precision: str = "auto") -> Predictions:
     loaded = load_model(checkpoint_path, resolve_device(device_spec))
-    return predict_with(loaded, texts, batch_size)
+    return predict_with(loaded, texts, batch_size, precision)
 
 
-def predict_with(loaded: LoadedModel, texts: list[str], batch_size: int = 512) -> Predictions:
+def predict_with(loaded: LoadedModel, texts: list[str], batch_size: int = 512, precision: str = "auto") -> Predictions:
     encoded = encode_texts(texts, loaded.tokenizer, loaded.vocab)
     device = next(loaded.model.parameters()).device
-    log_probs = log_probabilities(loaded.model, encoded, loaded.max_length, loaded.truncate, batch_size, device)
+    log_probs = log_probabilities(loaded.model, encoded, loaded.max_length, loaded.truncate, batch_size, device,
+                                  inference_dtype(precision, device))
     return Predictions(texts, loaded.labels, np.exp(log_probs.astype(np.float64)))
 
 

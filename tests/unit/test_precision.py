@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from textclf_cli.errors import ConfigError
-from textclf_cli.precision import resolve_precision
+from textclf_cli.precision import inference_dtype, resolve_precision
 
 CPU = torch.device("cpu")
 
@@ -33,8 +33,16 @@ def test_bf16_on_cpu_autocasts_without_scaler():
     assert (amp.name, amp.dtype, amp.enabled, amp.scaler.is_enabled()) == ("bf16", torch.bfloat16, True, False)
 
 
-def test_auto_on_cpu_is_fp32():
+def test_auto_on_cpu_follows_amx(monkeypatch):
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
     assert resolve_precision("auto", CPU).name == "fp32"
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    assert resolve_precision("auto", CPU).name == "bf16"
+
+
+def test_inference_fp16_on_cpu_names_the_option():
+    with pytest.raises(ConfigError, match=r"^--precision: fp16 needs a CUDA device"):
+        inference_dtype("fp16", CPU)
 
 
 def test_fp16_on_cpu_is_refused():
