@@ -112,7 +112,7 @@ class TrainConfig(Strict):
     monitor: str = "valid_f1_macro"
     class_weights: Literal["none", "balanced"] = "none"
     bucket_chunk: int = Field(50, ge=1)
-    eval_batch_size: int = Field(256, ge=1)
+    eval_batch_size: int = Field(128, ge=1)
     num_threads: int | None = Field(None, ge=1)
     precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"
     compile: bool = False

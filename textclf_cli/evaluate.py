@@ -31,7 +31,7 @@ class EvaluationResult:
 
 
 def evaluate(checkpoint_path: Path, run_dir: Path | None, split: str = "test", data_file: Path | None = None,
-             device_spec: str = "auto", batch_size: int = 256, precision: str = "auto") -> EvaluationResult:
+             device_spec: str = "auto", batch_size: int = 128, precision: str = "auto") -> EvaluationResult:
     device = resolve_device(device_spec)
     loaded = load_model(checkpoint_path, device)
     if data_file is not None:

@@ -48,13 +48,13 @@ def _stdin_lines() -> list[str]:
     return lines
 
 
-def predict(checkpoint_path: Path, texts: list[str], device_spec: str = "auto", batch_size: int = 512,
+def predict(checkpoint_path: Path, texts: list[str], device_spec: str = "auto", batch_size: int = 128,
             precision: str = "auto") -> Predictions:
     loaded = load_model(checkpoint_path, resolve_device(device_spec))
     return predict_with(loaded, texts, batch_size, precision)
 
 
-def predict_with(loaded: LoadedModel, texts: list[str], batch_size: int = 512, precision: str = "auto") -> Predictions:
+def predict_with(loaded: LoadedModel, texts: list[str], batch_size: int = 128, precision: str = "auto") -> Predictions:
     encoded = encode_texts(texts, loaded.tokenizer, loaded.vocab)
     device = next(loaded.model.parameters()).device
     log_probs = log_probabilities(loaded.model, encoded, loaded.max_length, loaded.truncate, batch_size, device,
