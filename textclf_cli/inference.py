@@ -8,8 +8,8 @@ from torch import nn
 
 from textclf_cli.data.loader import batch_indices, clipped_lengths, collate
 from textclf_cli.data.prepared import EncodedSplit
-from textclf_cli.data.text import TokenizerSettings, tokenize_all
-from textclf_cli.data.vocab import encode, token_index
+from textclf_cli.data.text import TokenizerSettings, tokenize_and_encode
+from textclf_cli.data.vocab import token_index
 from textclf_cli.models import min_width
 
 
@@ -45,7 +45,7 @@ def log_probabilities(
 def encode_texts(texts: list[str], tokenizer: TokenizerSettings, vocab: list[str],
                  targets: np.ndarray | None = None) -> EncodedSplit:
     """Raw texts -> an EncodedSplit, through the same tokenizer and vocabulary a model was trained with."""
-    ids, offsets = encode(tokenize_all(texts, tokenizer), token_index(vocab))
+    ids, offsets = tokenize_and_encode(texts, tokenizer, token_index(vocab))
     if targets is None:
         targets = np.zeros(len(texts), dtype=np.int64)
     return EncodedSplit(ids, offsets, targets)

@@ -9,6 +9,9 @@ import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
+import numpy as np
+
+from textclf_cli.data.vocab import encode
 from textclf_cli.errors import ConfigError
 
 HTML_TAG = re.compile(r"<[^>]{0,200}>")
@@ -137,27 +140,64 @@ def _require_nltk_resource(resource: str, package: str, option: str) -> None:
 
 def tokenize_all(texts: list[str], settings: TokenizerSettings, workers: int | None = None) -> list[list[str]]:
     """Tokenize many texts, over all cores when there are enough of them to pay for the pool."""
-    tokenizer = Tokenizer(settings)
-    workers = workers or os.cpu_count() or 1
-    if workers <= 1 or len(texts) < PARALLEL_MIN_TEXTS:
+    workers = _workers(len(texts), workers)
+    if workers <= 1:
+        tokenizer = Tokenizer(settings)
         return [tokenizer(text) for text in texts]
+    chunksize = max(64, len(texts) // (workers * 8))
+    with _pool(workers, settings, None) as pool:
+        return pool.map(_tokenize_in_worker, texts, chunksize=chunksize)
+
+
+def tokenize_and_encode(
+    texts: list[str], settings: TokenizerSettings, index: dict[str, int], workers: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Token ids (flat) and offsets of many texts, for a known vocabulary (evaluate/predict).
+
+    Workers send back id arrays rather than token lists: pickling millions of strings back to the parent
+    would cost about as much as tokenizing them.
+    """
+    workers = _workers(len(texts), workers)
+    if workers <= 1:
+        return encode(tokenize_all(texts, settings, workers=1), index)
+    size = -(-len(texts) // (workers * 4))
+    chunks = [texts[start: start + size] for start in range(0, len(texts), size)]
+    with _pool(workers, settings, index) as pool:
+        parts = pool.map(_encode_in_worker, chunks)
+    ids = np.concatenate([part_ids for part_ids, _ in parts])
+    lengths = np.concatenate([np.diff(part_offsets) for _, part_offsets in parts])
+    offsets = np.zeros(len(texts) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    return ids, offsets
+
+
+def _workers(num_texts: int, workers: int | None) -> int:
+    workers = workers or os.cpu_count() or 1
+    return 1 if num_texts < PARALLEL_MIN_TEXTS else workers
+
+
+def _pool(workers: int, settings: TokenizerSettings, index: dict[str, int] | None):
     import multiprocessing
 
     # spawn, not fork: the parent may already run torch's thread pools, which do not survive a fork.
     context = multiprocessing.get_context("spawn")
-    chunksize = max(64, len(texts) // (workers * 8))
-    with context.Pool(workers, initializer=_init_worker, initargs=(settings,)) as pool:
-        return pool.map(_tokenize_in_worker, texts, chunksize=chunksize)
+    return context.Pool(workers, initializer=_init_worker, initargs=(settings, index))
 
 
 _worker_tokenizer: Tokenizer | None = None
+_worker_index: dict[str, int] | None = None
 
 
-def _init_worker(settings: TokenizerSettings) -> None:
-    global _worker_tokenizer
-    _worker_tokenizer = Tokenizer(settings)
+def _init_worker(settings: TokenizerSettings, index: dict[str, int] | None) -> None:
+    global _worker_tokenizer, _worker_index
+    _worker_tokenizer, _worker_index = Tokenizer(settings), index
 
 
 def _tokenize_in_worker(text: str) -> list[str]:
     assert _worker_tokenizer is not None  # set by _init_worker in every pool process
     return _worker_tokenizer(text)
+
+
+def _encode_in_worker(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    assert _worker_tokenizer is not None and _worker_index is not None  # set by _init_worker
+    return encode([_worker_tokenizer(text) for text in texts], _worker_index)
