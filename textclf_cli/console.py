@@ -26,6 +26,18 @@ def is_interactive() -> bool:
     return sys.stdout.isatty() and sys.stderr.isatty()
 
 
+class _CurrentStderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the time of each record (test runners swap it per command)."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: object) -> None:
+        pass
+
+
 def setup_logging(quiet: bool = False) -> None:
     global _quiet
     _quiet = quiet
@@ -34,7 +46,7 @@ def setup_logging(quiet: bool = False) -> None:
     for handler in list(log.handlers):
         if getattr(handler, "_textclf_console", False):
             log.removeHandler(handler)
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _CurrentStderrHandler()
     handler._textclf_console = True  # type: ignore[attr-defined]
     handler.setLevel(logging.WARNING if quiet else logging.INFO)
     fmt = "%(message)s" if is_interactive() else "%(asctime)s %(levelname)s %(message)s"

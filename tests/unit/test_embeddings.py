@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import logging
 
 import pytest
 import torch
@@ -34,15 +33,16 @@ def test_read_vectors_glove_and_word2vec_plain_or_gzipped(tmp_path, header, gz):
     assert vectors == {"great": [1.0, 0.0, 0.0, 0.0], "film": [0.0, 0.0, 1.0, 0.0]}
 
 
-def test_apply_copies_vectors_reports_coverage_and_freezes(tmp_path, caplog):
+def test_apply_copies_vectors_reports_coverage_and_freezes(tmp_path, monkeypatch):
     path = write_vectors(tmp_path / "v.txt")
     model = build_model("cnn", len(VOCAB), 2, {"embedding_dim": 4, "num_filters": 2, "filter_sizes": [2]})
-    with caplog.at_level(logging.INFO, logger="textclf"):
-        coverage = apply_pretrained(model, path, VOCAB, 4, freeze=True)
+    messages: list[str] = []
+    monkeypatch.setattr("textclf_cli.embeddings.log.info", messages.append)
+    coverage = apply_pretrained(model, path, VOCAB, 4, freeze=True)
     assert coverage == pytest.approx(3 / 4)  # great, awful, film of the 4 non-special tokens
     assert torch.equal(model.embedding.weight[VOCAB.index("awful")], torch.tensor([0.0, 1.0, 0.0, 0.0]))
     assert not model.embedding.weight.requires_grad
-    assert "3 of 4 tokens found (75.0% coverage), frozen" in caplog.text
+    assert "3 of 4 tokens found (75.0% coverage), frozen" in messages[0]
 
 
 def test_dimension_mismatch_is_a_config_error(tmp_path):
