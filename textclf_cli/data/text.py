@@ -18,7 +18,6 @@ HTML_TAG = re.compile(r"<[^>]{0,200}>")
 HAS_WORD_CHAR = re.compile(r"\w")
 WORD_OR_PUNCT = r"\w+(?:'\w+)?|[^\w\s]"
 PARALLEL_MIN_TEXTS = 2000  # below this a process pool costs more than it saves
-REGEXP_PARALLEL_MIN_TEXTS = 100_000  # the regexp tokenizer is ~6x faster than toktok
 
 
 @dataclass(frozen=True)
@@ -65,14 +64,15 @@ class Tokenizer:
 
 
 def _import_nltk() -> None:
-    """Import nltk without the scipy.stats import its package __init__ makes for collocation statistics.
+    """Import nltk without the scipy.stats and scikit-learn imports its package __init__ makes for
+    collocation statistics and classifier wrappers (guarded by `except ImportError` there).
 
-    That import alone is ~0.8 s of a ~2 s cold `textclf predict`; tokenizers never use it. scipy.stats is
-    only hidden while nltk loads and stays importable afterwards.
+    Those two imports were ~1.2 s of a cold `textclf predict`; tokenizers never use them. They are only
+    hidden while nltk loads and stay importable afterwards.
     """
     if "nltk" in sys.modules:
         return
-    hidden = {name: sys.modules.get(name) for name in ("scipy.stats", "scipy.stats.stats")}
+    hidden = {name: sys.modules.get(name) for name in ("scipy.stats", "scipy.stats.stats", "sklearn")}
     if any(module is not None for module in hidden.values()):  # already loaded: nothing to save
         import nltk  # noqa: F401
 
@@ -159,8 +159,6 @@ def tokenize_and_encode(
     would cost about as much as tokenizing them.
     """
     workers = _workers(len(texts), workers)
-    if settings.kind == "regexp" and len(texts) < REGEXP_PARALLEL_MIN_TEXTS:
-        workers = 1  # ~29,000 texts/s in one process: starting the pool would cost more than it saves
     if workers <= 1:
         return encode(tokenize_all(texts, settings, workers=1), index)
     size = -(-len(texts) // (workers * 4))
