@@ -53,9 +53,10 @@ class TextCNN(nn.Module):
         # a text shorter than the filter keeps its first window (text + pad zeros).
         positions = torch.arange(activated.size(1), device=activated.device)
         valid = positions[None, :] < (lengths - width + 1).clamp(min=1)[:, None]  # (B, T')
-        activated = activated * valid[:, :, None].to(activated.dtype)  # relu >= 0, so 0 is neutral for max
-        pooled = activated.amax(dim=1)  # (B, F)
+        weights = valid.to(activated.dtype)
+        pooled = (activated * weights[:, :, None]).amax(dim=1)  # (B, F); relu >= 0, so 0 is neutral for max
         if self.pooling != "max_mean":
             return pooled
-        mean = activated.sum(1, dtype=torch.float32) / valid.sum(1, keepdim=True)
-        return torch.cat([pooled.float(), mean], dim=1)
+        # the masked sum as a batched matmul: (B, 1, T') @ (B, T', F), accumulated in fp32 even under bf16
+        total = torch.bmm(weights[:, None, :], activated).squeeze(1).float()  # (B, F)
+        return torch.cat([pooled.float(), total / valid.sum(1, keepdim=True)], dim=1)
