@@ -28,6 +28,8 @@ SetOption = Annotated[
 ]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="Print only the final result line.")]
 DeviceOption = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")]
+
+
 class Precision(str, Enum):
     auto = "auto"
     fp32 = "fp32"

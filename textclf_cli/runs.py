@@ -94,8 +94,8 @@ def update_latest(run_dir: Path) -> None:
 
 def run_order(run_id: str) -> tuple[str, int]:
     """Sort key of a run id: its start time, then its numeric -N suffix (so -10 comes after -9)."""
-    stamp, _, suffix = run_id.partition("-")[2].partition("-")
-    return run_id.split("-")[0] + "-" + stamp, int(suffix) if suffix.isdigit() else 0
+    date, time_of_day, *suffix = run_id.split("-")
+    return f"{date}-{time_of_day}", int(suffix[0]) if suffix and suffix[0].isdigit() else 0
 
 
 def promote_if_better(run_dir: Path, monitor: str, value: float | None) -> tuple[bool, str]:

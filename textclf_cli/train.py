@@ -44,7 +44,6 @@ from textclf_cli.runs import promote_if_better as promote
 class TrainResult:
     run_dir: Path
     state: TrainState
-    promotion: str | None = None
 
 
 def train(config: Config, resume: Path | None = None, promote_if_better: bool = False,
@@ -266,5 +265,5 @@ def finish_run(run_dir: Path, config: Config, state: TrainState, promote_if_bett
     promoted, promotion = promote(run_dir, config.train.monitor, state.best_metric)
     write_status(run_dir, COMPLETED, promoted=promoted, promotion=promotion)
     log.info(promotion)  # here, not in cli.py, so that train.log records the decision too
-    return TrainResult(run_dir, state, promotion)
+    return TrainResult(run_dir, state)
 
