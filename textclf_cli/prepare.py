@@ -70,7 +70,9 @@ def fingerprint(config: Config) -> str:
         "data": data.model_dump(mode="json", include={"format", "text_column", "label_column", "encoding", "bad_rows"}),
         "tokenizer": config.tokenizer.model_dump(mode="json"),
         "vocab": config.vocab.model_dump(mode="json", include={"max_size", "min_freq"}),
-        "valid_split": None if data.valid else {"fraction": data.valid_fraction, "seed": config.seed},
+        # "grouped": IMDb's validation reviews are whole movies since textclf 0.2 (earlier keys carved at random)
+        "valid_split": None if data.valid else {"fraction": data.valid_fraction, "seed": config.seed,
+                                                "grouped": data.format == "imdb"},
     }
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -108,13 +110,18 @@ def _read(config: Config, path: Path) -> LabelledTexts:
 
 
 def carve_valid(train: LabelledTexts, fraction: float, seed: int) -> tuple[LabelledTexts, LabelledTexts]:
-    """A stratified, seeded validation split taken from train."""
-    from sklearn.model_selection import train_test_split
+    """A seeded validation split taken from train: stratified by label, or, when the texts come in groups
+    (IMDb's movies), whole groups, so that validation scores texts about things training never saw."""
+    from sklearn.model_selection import GroupShuffleSplit, train_test_split
 
     indices = np.arange(len(train))
     n_valid = max(1, round(len(train) * fraction))
     if len(train) - n_valid < 1:
         raise DataError(f"{train.source}: only {len(train)} example(s); too few to carve a validation split")
+    if train.groups and len(set(train.groups)) >= 2:
+        splitter = GroupShuffleSplit(n_splits=1, test_size=fraction, random_state=seed)
+        fit_idx, valid_idx = next(splitter.split(indices, groups=train.groups))
+        return _subset(train, np.sort(fit_idx)), _subset(train, np.sort(valid_idx))
     labels = np.array(train.labels)
     _, counts = np.unique(labels, return_counts=True)
     stratify = labels if counts.min() >= 2 and n_valid >= len(counts) else None
@@ -125,7 +132,8 @@ def carve_valid(train: LabelledTexts, fraction: float, seed: int) -> tuple[Label
 def _subset(texts: LabelledTexts, indices: np.ndarray) -> LabelledTexts:
     pick = indices.tolist()
     rows = [texts.rows[i] for i in pick] if texts.rows else []
-    return LabelledTexts([texts.texts[i] for i in pick], [texts.labels[i] for i in pick], texts.source, rows)
+    groups = [texts.groups[i] for i in pick] if texts.groups else []
+    return LabelledTexts([texts.texts[i] for i in pick], [texts.labels[i] for i in pick], texts.source, rows, groups)
 
 
 def check_labels(splits: dict[str, LabelledTexts]) -> list[str]:

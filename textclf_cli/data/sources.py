@@ -16,6 +16,8 @@ from textclf_cli.errors import DataError
 
 IMDB_MEMBER = re.compile(r"(?:^|/)aclImdb/(train|test)/(pos|neg)/(\d+)_(\d+)\.txt$")
 IMDB_SPLITS = ("train", "test")
+IMDB_URLS = re.compile(r"(?:^|/)aclImdb/(train|test)/urls_(pos|neg)\.txt$")
+IMDB_MOVIE = re.compile(r"/title/(tt\d+)/")
 
 
 @dataclass
@@ -26,6 +28,7 @@ class LabelledTexts:
     labels: list[str]
     source: str
     rows: list[int] = field(default_factory=list)  # 1-based row/line of each example in `source`
+    groups: list[str] = field(default_factory=list)  # e.g. the IMDb movie of each review: valid never shares one
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -37,10 +40,11 @@ class LabelledTexts:
 
 def read_imdb(path: Path) -> dict[str, LabelledTexts]:
     """Both labelled splits of aclImdb, from the .tar.gz (one streaming pass) or an extracted folder."""
+    urls: dict[tuple[str, str], list[str]] = {}  # (split, label) -> the movie URL of review id i
     if path.is_dir():
-        found = _read_imdb_folder(path)
+        found = _read_imdb_folder(path, urls)
     else:
-        found = _read_imdb_tarball(path)
+        found = _read_imdb_tarball(path, urls)
     splits = {}
     for split in IMDB_SPLITS:
         items = sorted(found.get(split, []))  # (label, id, text): the official order, independent of tar order
@@ -53,11 +57,28 @@ def read_imdb(path: Path) -> dict[str, LabelledTexts]:
             labels=[label for label, _, _ in items],
             source=f"{path} ({split})",
             rows=list(range(1, len(items) + 1)),
+            groups=_imdb_movies(items, urls, split),
         )
     return splits
 
 
-def _read_imdb_tarball(path: Path) -> dict[str, list[tuple[str, int, str]]]:
+def _imdb_movies(items: list[tuple[str, int, str]], urls: dict[tuple[str, str], list[str]], split: str) -> list[str]:
+    """The movie id (tt...) of each review, from the archive's urls_*.txt; [] when those files are missing."""
+    movies = []
+    for label, review_id, _ in items:
+        lines = urls.get((split, label), [])
+        if review_id >= len(lines):
+            return []
+        match = IMDB_MOVIE.search(lines[review_id])
+        movies.append(match.group(1) if match else lines[review_id].strip())
+    return movies
+
+
+def _url_lines(raw: bytes) -> list[str]:
+    return raw.decode("utf-8", errors="replace").splitlines()
+
+
+def _read_imdb_tarball(path: Path, urls: dict[tuple[str, str], list[str]]) -> dict[str, list[tuple[str, int, str]]]:
     found: dict[str, list[tuple[str, int, str]]] = {}
     unsafe: list[str] = []
     # "r|gz" streams: random access into a gzipped tar would re-decompress from the start for each member.
@@ -67,6 +88,11 @@ def _read_imdb_tarball(path: Path) -> dict[str, list[tuple[str, int, str]]]:
             for member in archive:
                 if is_unsafe_member(member):
                     unsafe.append(member.name)
+                    continue
+                url_match = IMDB_URLS.search(member.name)
+                if url_match and member.isfile():
+                    handle = archive.extractfile(member)
+                    urls[url_match.group(1), url_match.group(2)] = _url_lines(handle.read()) if handle else []
                     continue
                 match = IMDB_MEMBER.search(member.name)
                 if not match or not member.isfile():
@@ -96,11 +122,14 @@ def is_unsafe_member(member: tarfile.TarInfo) -> bool:
             or (len(parts[0]) == 2 and parts[0][1] == ":"))  # a Windows drive, C:
 
 
-def _read_imdb_folder(path: Path) -> dict[str, list[tuple[str, int, str]]]:
+def _read_imdb_folder(path: Path, urls: dict[tuple[str, str], list[str]]) -> dict[str, list[tuple[str, int, str]]]:
     root = path / "aclImdb" if (path / "aclImdb").is_dir() else path
     found: dict[str, list[tuple[str, int, str]]] = {}
     for split in IMDB_SPLITS:
         for label in ("neg", "pos"):
+            url_file = root / split / f"urls_{label}.txt"
+            if url_file.is_file():
+                urls[split, label] = _url_lines(url_file.read_bytes())
             for file in (root / split / label).glob("*_*.txt"):
                 review_id = int(file.name.split("_", 1)[0])
                 text = file.read_bytes().decode("utf-8", errors="replace")
