@@ -107,7 +107,7 @@ def _train_in(run_dir: Path, config: Config, data: PreparedData, amp: Any, resum
         save_checkpoint(run_dir / files.CHECKPOINTS_DIR / files.LAST_CHECKPOINT, last_checkpoint(trainer, state, meta))
     try:
         with trainer.stop:
-            fit(trainer, state, lambda state, improved: save_epoch(run_dir, trainer, state, meta, improved, is_main))
+            fit(trainer, state, lambda state, improved: save_epoch(run_dir, trainer, state, meta, improved))
     except StopRequested as stop:
         # last.pt already holds the end of the last completed epoch (or epoch 0), written atomically. The partial
         # epoch is dropped rather than saved: a resumed run then replays it with the same batch order, RNG state
@@ -176,9 +176,8 @@ def load_embeddings_if_configured(model: nn.Module, config: Config, data: Prepar
                      config.model.freeze_embeddings)
 
 
-def save_epoch(run_dir: Path, trainer: Trainer, state: TrainState, meta: CheckpointMeta, improved: bool,
-               is_main: bool) -> None:
-    if not is_main:
+def save_epoch(run_dir: Path, trainer: Trainer, state: TrainState, meta: CheckpointMeta, improved: bool) -> None:
+    if not trainer.processes.is_main:  # rank 0 writes the run's files
         return
     checkpoints = run_dir / files.CHECKPOINTS_DIR
     if improved:
