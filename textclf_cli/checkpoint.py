@@ -1,20 +1,27 @@
-"""Self-contained checkpoints: weights plus everything predict needs (vocab, labels, tokenizer, sizes)."""
+"""Self-contained checkpoints: weights plus everything predict needs (vocab, labels, tokenizer, sizes),
+and in last.pt the training state a resumed run continues from."""
 
 from __future__ import annotations
 
 import pickle
 import zipfile
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
+from textclf_cli import files
 from textclf_cli.atomic import write_atomic
 from textclf_cli.data.text import TokenizerSettings
 from textclf_cli.errors import RunError
 from textclf_cli.models import build_model
+
+if TYPE_CHECKING:  # loop.py and config.py are not needed to load a model for predict
+    from textclf_cli.config import Config
+    from textclf_cli.data.prepared import PreparedData
+    from textclf_cli.loop import Trainer, TrainState
 
 CHECKPOINT_FORMAT = "textclf-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -33,14 +40,88 @@ def strip_wrapper_prefixes(name: str) -> str:
     return name
 
 
+@dataclass
+class CheckpointMeta:
+    """What a checkpoint holds besides weights: enough to rebuild the model and encode text like training did.
+
+    Stored as plain top-level values of the checkpoint dict, so the file loads with weights_only=True.
+    """
+
+    model_type: str
+    model_kwargs: dict[str, Any]
+    vocab: list[str]
+    labels: list[str]
+    tokenizer: TokenizerSettings
+    max_length: int
+    truncate: str = "head"
+    config: dict[str, Any] = field(default_factory=dict)  # the resolved config, as config_to_dict writes it
+    versions: dict[str, str] = field(default_factory=dict)  # textclf and torch that wrote the file
+
+    def to_dict(self) -> dict[str, Any]:
+        values = {item.name: getattr(self, item.name) for item in fields(self)}
+        return dict(values, tokenizer=self.tokenizer.to_dict())
+
+    @classmethod
+    def from_dict(cls, checkpoint: dict[str, Any]) -> CheckpointMeta:
+        """Raises KeyError naming a missing required value, TypeError for a malformed one; older files lack the
+        values with defaults (truncate, versions)."""
+        required = [item.name for item in fields(cls) if item.default is MISSING and item.default_factory is MISSING]
+        values = {item.name: checkpoint[item.name] for item in fields(cls)
+                  if item.name in checkpoint or item.name in required}
+        return cls(**dict(values, tokenizer=TokenizerSettings(**checkpoint["tokenizer"])))
+
+
+def checkpoint_meta(config: Config, data: PreparedData, model_kwargs: dict[str, Any]) -> CheckpointMeta:
+    import textclf_cli
+    from textclf_cli.config import config_to_dict
+
+    return CheckpointMeta(
+        model_type=config.model.type, model_kwargs=model_kwargs, vocab=data.vocab, labels=data.labels,
+        tokenizer=data.tokenizer, max_length=config.vocab.max_length, truncate=config.vocab.truncate,
+        config=config_to_dict(config), versions={"textclf": textclf_cli.__version__, "torch": str(torch.__version__)},
+    )
+
+
 def save_checkpoint(path: Path, checkpoint: dict[str, Any]) -> None:
     write_atomic(path, lambda handle: torch.save(checkpoint, handle))
 
 
-def new_checkpoint(model: nn.Module, info: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    """`info` holds model_type, model_kwargs, vocab, labels, tokenizer, max_length, truncate, config."""
-    return {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **info,
+def new_checkpoint(model: nn.Module, meta: CheckpointMeta, **extra: Any) -> dict[str, Any]:
+    """The plain dict written to a .pt file: marker, metadata, weights and `extra` (epoch, metrics, training)."""
+    return {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **meta.to_dict(),
             "state_dict": unwrapped_state_dict(model), **extra}
+
+
+def last_checkpoint(trainer: Trainer, state: TrainState, meta: CheckpointMeta) -> dict[str, Any]:
+    """best.pt's contents plus what a resumed run needs: optimizer, schedule, scaler, RNG and loop state."""
+    training = {
+        "optimizer": trainer.optimizer.state_dict(),
+        "scheduler": trainer.scheduler.state_dict() if trainer.scheduler is not None else None,
+        "scaler": trainer.amp.scaler.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+        "state": state.to_dict(),
+    }
+    metrics = state.history[-1] if state.history else {}
+    return new_checkpoint(trainer.plain_model, meta, epoch=state.epoch, metrics=metrics, training=training)
+
+
+def restore_training_state(trainer: Trainer, run_dir: Path) -> TrainState:
+    """Load the run's last.pt into the trainer's model, optimizer, schedule and scaler; returns the loop state."""
+    from textclf_cli.loop import TrainState
+
+    path = run_dir / files.CHECKPOINTS_DIR / files.LAST_CHECKPOINT
+    checkpoint = load_checkpoint(path)
+    training = checkpoint.get("training")
+    if not training:
+        raise RunError(f"{path}: has no training state to resume from")
+    trainer.plain_model.load_state_dict(checkpoint["state_dict"])
+    trainer.optimizer.load_state_dict(training["optimizer"])
+    if trainer.scheduler is not None and training["scheduler"] is not None:
+        trainer.scheduler.load_state_dict(training["scheduler"])
+    if training.get("scaler"):
+        trainer.amp.scaler.load_state_dict(training["scaler"])
+    torch.set_rng_state(training["torch_rng"])
+    return TrainState(**training["state"])
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -74,12 +155,10 @@ class LoadedModel:
 def load_model(path: Path, device: torch.device) -> LoadedModel:
     checkpoint = load_checkpoint(path)
     try:
-        model = build_model(checkpoint["model_type"], len(checkpoint["vocab"]), len(checkpoint["labels"]),
-                            checkpoint["model_kwargs"])
+        meta = CheckpointMeta.from_dict(checkpoint)
+        model = build_model(meta.model_type, len(meta.vocab), len(meta.labels), meta.model_kwargs)
         model.load_state_dict(checkpoint["state_dict"])
-        tokenizer = TokenizerSettings(**checkpoint["tokenizer"])
     except (KeyError, TypeError, RuntimeError) as exc:
         raise RunError(f"{path}: checkpoint is incomplete or does not match its model ({str(exc)[:160]})") from None
     model.to(device).eval()
-    return LoadedModel(model, checkpoint["vocab"], checkpoint["labels"], tokenizer, checkpoint["max_length"],
-                       checkpoint.get("truncate", "head"), checkpoint, path)
+    return LoadedModel(model, meta.vocab, meta.labels, meta.tokenizer, meta.max_length, meta.truncate, checkpoint, path)

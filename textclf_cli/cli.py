@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from textclf_cli import console
-from textclf_cli.errors import EXIT_INTERRUPTED, ConfigError, TextclfError
+from textclf_cli.errors import ConfigError, Interrupted, TextclfError
 
 app = typer.Typer(
     help="Train TextCNN / (Bi)LSTM / bag-of-ngrams text classifiers from a YAML config, evaluate them, predict.",
@@ -68,7 +68,7 @@ def handled(command: Callable[..., Any]) -> Callable[..., Any]:
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             print("error: interrupted", file=sys.stderr)
-            raise typer.Exit(EXIT_INTERRUPTED) from None
+            raise typer.Exit(Interrupted.exit_code) from None
         except typer.Exit:
             raise
         except Exception as exc:  # a bug, not a user mistake: still one line unless debugging
@@ -133,9 +133,9 @@ def train(
     from textclf_cli.distributed import distributed_context
     from textclf_cli.train import train as train_model
 
-    with distributed_context(config) as distributed:
-        result = train_model(config, resume=resume, promote_if_better=promote_if_better, distributed=distributed)
-        if distributed is not None and not distributed.is_main:
+    with distributed_context(config) as processes:
+        result = train_model(config, processes, resume=resume, promote_if_better=promote_if_better)
+        if not processes.is_main:  # rank 0 alone reports the run
             return
     state = result.state
     console.log.info(f"completed {state.epoch} epoch(s); best {config.train.monitor} "

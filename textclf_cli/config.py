@@ -288,3 +288,23 @@ def _allowed_keys(parent: tuple) -> list[str]:
 def config_to_dict(config: Config) -> dict[str, Any]:
     """Plain JSON/YAML-safe dict (paths as strings), e.g. for config.yaml and checkpoints."""
     return config.model_dump(mode="json")
+
+
+RESUMABLE_KEYS = frozenset({"train.epochs"})  # a resumed run may train longer; anything else makes another run
+
+
+def check_resumable(stored: Config, current: Config, run_dir: Path) -> None:
+    """Refuse to --resume run_dir when the config differs from the run's in anything but RESUMABLE_KEYS."""
+    changed = _flat_differences(config_to_dict(stored), config_to_dict(current))
+    differences = sorted(key for key in changed if key not in RESUMABLE_KEYS)
+    if differences:
+        raise ConfigError(f"--resume {run_dir}: the config differs from the run's in {', '.join(differences)}; "
+                          f"only train.epochs may change when resuming")
+
+
+def _flat_differences(left: Any, right: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two nested dicts, e.g. ['train.lr', 'model.type']."""
+    if isinstance(left, dict) and isinstance(right, dict):
+        keys = sorted(set(left) | set(right))
+        return [diff for key in keys for diff in _flat_differences(left.get(key), right.get(key), f"{prefix}{key}.")]
+    return [] if left == right else [prefix.rstrip(".")]

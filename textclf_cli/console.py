@@ -67,10 +67,6 @@ def remove_handler(handler: logging.Handler) -> None:
     handler.close()
 
 
-def is_quiet() -> bool:
-    return _quiet
-
-
 def result(line: str) -> None:
     """The one line a script reads on stdout (printed even with --quiet)."""
     print(line, flush=True)

@@ -1,4 +1,4 @@
-"""torch.distributed for `torchrun ... -m textclf_cli train`: process group, DDP wrapping, batch sharding."""
+"""The processes a training run spans: one plain process, or torchrun's process group (DDP wrapping, sharding)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,47 @@ from textclf_cli.errors import ConfigError, RunError, TextclfError
 
 
 @dataclass
+class SingleProcess:
+    """One plain process: the same interface as DistributedContext, where every collective does nothing."""
+
+    device: torch.device
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return True
+
+    def barrier(self) -> None:
+        pass
+
+    def main_first(self, work: Callable[[], Any], share_result: bool = False) -> Any:
+        return work()
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        return model
+
+    def shard_batches(self, batches: list[np.ndarray], epoch: int) -> list[np.ndarray]:
+        return batches
+
+    def all_reduce_sum(self, tensor: torch.Tensor) -> None:
+        pass
+
+    def any_rank(self, *flags: bool) -> list[bool]:
+        return list(flags)
+
+    def shard_split(self, split: EncodedSplit) -> EncodedSplit:
+        return split
+
+    def gather_rows(self, rows: np.ndarray, total: int) -> np.ndarray:
+        return rows
+
+
+@dataclass
 class DistributedContext:
+    """One rank of a torchrun launch, with the process group already initialised."""
+
     rank: int
     local_rank: int
     world_size: int
@@ -105,15 +145,19 @@ class DistributedContext:
         return np.concatenate([part[:size].cpu().numpy() for part, size in zip(parts, sizes)])
 
 
+Processes = SingleProcess | DistributedContext  # what train.py and loop.py take; is_main says who writes files
+
+
 def is_distributed_launch() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
 @contextmanager
-def distributed_context(config: Config) -> Iterator[DistributedContext | None]:
-    """None for a plain process; under torchrun, an initialised process group (NCCL on GPUs, else gloo)."""
+def distributed_context(config: Config) -> Iterator[Processes]:
+    """A SingleProcess on the configured device; under torchrun, this rank of an initialised process group
+    (NCCL on GPUs, else gloo)."""
     if not is_distributed_launch():
-        yield None
+        yield SingleProcess(resolve_device(config.device))
         return
     import torch.distributed as dist
 

@@ -32,9 +32,3 @@ class Interrupted(TextclfError):
 
     exit_code = 130
 
-
-EXIT_OK = 0
-EXIT_USAGE = ConfigError.exit_code
-EXIT_DATA = DataError.exit_code
-EXIT_RUN = RunError.exit_code
-EXIT_INTERRUPTED = Interrupted.exit_code

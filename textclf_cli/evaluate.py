@@ -12,15 +12,13 @@ from textclf_cli import files
 from textclf_cli.checkpoint import LoadedModel, load_model
 from textclf_cli.config import validate_config
 from textclf_cli.data.prepared import EncodedSplit
-from textclf_cli.data.sources import read_table
+from textclf_cli.data.sources import TABLE_FORMATS, read_table
 from textclf_cli.device import resolve_device
 from textclf_cli.errors import ConfigError, DataError
 from textclf_cli.inference import encode_texts, log_probabilities
 from textclf_cli.metrics import classification_metrics, classification_report_text
 from textclf_cli.precision import inference_dtype
 from textclf_cli.report import write_evaluation
-
-TABLE_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl"}
 
 
 @dataclass

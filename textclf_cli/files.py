@@ -19,7 +19,6 @@ METRICS_FILE = "metrics.json"
 REPORT_FILE = "classification_report.txt"
 CONFUSION_CSV = "confusion_matrix.csv"
 CONFUSION_PNG = "confusion_matrix.png"
-PREDICTIONS_FILE = "predictions.csv"
 
 # prepared data: data/prepared/<fingerprint>/
 PREPARED_META = "meta.json"

@@ -1,4 +1,4 @@
-"""The epoch loop: train, validate, keep the best and last checkpoints, stop early, stop on signals."""
+"""The epoch loop: train, validate, track the best epoch, stop early, stop on signals (the caller saves files)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -19,7 +19,10 @@ from textclf_cli.data.loader import batch_indices, clipped_lengths, collate
 from textclf_cli.data.prepared import EncodedSplit
 from textclf_cli.errors import RunError
 from textclf_cli.inference import log_probabilities
-from textclf_cli.metrics import classification_metrics
+from textclf_cli.metrics import classification_metrics, is_better
+
+if TYPE_CHECKING:
+    from textclf_cli.distributed import Processes
 
 
 class StopRequested(Exception):
@@ -74,8 +77,8 @@ class Trainer:
     valid_split: EncodedSplit
     settings: LoopSettings
     stop: SignalGuard
-    distributed: Any = None  # distributed.Context or None
-    plain_model: nn.Module | None = None  # the model without compile/DDP wrappers (what checkpoints save)
+    processes: Processes  # one plain process or this rank of a torchrun launch
+    plain_model: nn.Module  # the model without compile/DDP wrappers (what checkpoints save)
 
 
 class SignalGuard:
@@ -104,12 +107,6 @@ class SignalGuard:
     def __exit__(self, *exc: object) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
-
-
-def is_better(monitor: str, value: float, best: float | None) -> bool:
-    if best is None:
-        return True
-    return value < best if monitor == "valid_loss" else value > best
 
 
 def fit(trainer: Trainer, state: TrainState, on_epoch_end: Callable[[TrainState, bool], None]) -> TrainState:
@@ -158,7 +155,7 @@ def fit(trainer: Trainer, state: TrainState, on_epoch_end: Callable[[TrainState,
 def train_one_epoch(trainer: Trainer, epoch: int) -> tuple[float, float]:
     settings, model, device = trainer.settings, trainer.model, trainer.device
     model.train()
-    seed_epoch(settings.seed, epoch, trainer.distributed.rank if trainer.distributed is not None else 0)
+    seed_epoch(settings.seed, epoch, trainer.processes.rank)
     batches = epoch_batches(trainer, epoch)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
@@ -175,8 +172,7 @@ def train_one_epoch(trainer: Trainer, epoch: int) -> tuple[float, float]:
             if number % 20 == 0 or number == len(batches):
                 progress.advance_to(number, f"loss {loss_sum.item() / seen:.4f} acc {correct.item() / seen:.4f}")
     totals = torch.stack([loss_sum, correct.double(), torch.tensor(float(seen), dtype=torch.float64, device=device)])
-    if trainer.distributed is not None:
-        trainer.distributed.all_reduce_sum(totals)
+    trainer.processes.all_reduce_sum(totals)
     return float(totals[0] / totals[2]), float(totals[1] / totals[2])
 
 
@@ -189,10 +185,8 @@ def seed_epoch(seed: int, epoch: int, rank: int) -> None:
 def check_batch(trainer: Trainer, loss: float, epoch: int, number: int) -> None:
     """Stop on a non-finite loss or a signal; under DDP the ranks decide together, so none is left waiting."""
     bad_here, stop = not math.isfinite(loss), trainer.stop.requested
-    bad_anywhere = bad_here
-    if trainer.distributed is not None:
-        bad_anywhere, stop_anywhere = trainer.distributed.any_rank(bad_here, stop is not None)
-        stop = stop or ("a signal on another rank" if stop_anywhere else None)
+    bad_anywhere, stop_anywhere = trainer.processes.any_rank(bad_here, stop is not None)
+    stop = stop or ("a signal on another rank" if stop_anywhere else None)
     if bad_anywhere:
         where = f"became {loss}" if bad_here else "became non-finite on another rank"
         raise NonFiniteLoss(f"the training loss {where} at epoch {epoch}, batch {number}; nothing was saved "
@@ -216,9 +210,7 @@ def epoch_batches(trainer: Trainer, epoch: int) -> list[np.ndarray]:
     lengths = clipped_lengths(trainer.train_split, settings.max_length)
     batches = batch_indices(lengths, settings.batch_size, shuffle=True, seed=settings.seed, epoch=epoch,
                             chunk_batches=settings.chunk_batches)
-    if trainer.distributed is not None:
-        batches = trainer.distributed.shard_batches(batches, epoch)
-    return batches
+    return trainer.processes.shard_batches(batches, epoch)
 
 
 def training_step(
@@ -248,12 +240,12 @@ def validate(trainer: Trainer) -> dict[str, float]:
     Under DDP each rank scores its shard and the log-probabilities are gathered, so every rank computes the
     same numbers from the same array and takes the same early-stopping decision.
     """
-    settings, distributed = trainer.settings, trainer.distributed
-    split = distributed.shard_split(trainer.valid_split) if distributed is not None else trainer.valid_split
-    log_probs = log_probabilities(trainer.plain_model or trainer.model, split, settings.max_length, settings.truncate,
+    settings, processes = trainer.settings, trainer.processes
+    split = processes.shard_split(trainer.valid_split)
+    log_probs = log_probabilities(trainer.plain_model, split, settings.max_length, settings.truncate,
                                   settings.eval_batch_size, trainer.device, trainer.amp.dtype if trainer.amp.enabled else None)
-    if distributed is not None:  # an empty shard comes back (0, 0); the gather needs (0, C)
-        log_probs = distributed.gather_rows(log_probs.reshape(len(split), len(settings.labels)), len(trainer.valid_split))
+    # an empty shard comes back (0, 0); the gather needs (0, C)
+    log_probs = processes.gather_rows(log_probs.reshape(len(split), len(settings.labels)), len(trainer.valid_split))
     targets = trainer.valid_split.targets
     metrics = classification_metrics(targets, log_probs.argmax(1), settings.labels)
     loss = float(-log_probs[np.arange(len(targets)), targets].mean())

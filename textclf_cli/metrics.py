@@ -7,6 +7,13 @@ from typing import Any
 import numpy as np
 
 
+def is_better(monitor: str, value: float, best: float | None) -> bool:
+    """Whether a monitored value beats the best so far: lower for valid_loss, higher for the others."""
+    if best is None:
+        return True
+    return value < best if monitor == "valid_loss" else value > best
+
+
 def classification_metrics(targets: np.ndarray, predictions: np.ndarray, labels: list[str]) -> dict[str, Any]:
     from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 

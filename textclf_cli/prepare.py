@@ -29,10 +29,6 @@ def tokenizer_settings(config: Config) -> TokenizerSettings:
     return TokenizerSettings(**config.tokenizer.model_dump())
 
 
-def prepared_root(config: Config) -> Path:
-    return config.data.prepared_dir / fingerprint(config)
-
-
 def prepare(config: Config, force: bool = False) -> PreparedData:
     """Prepared data for this config: reused when its fingerprint exists, else built and written once."""
     ensure_inputs(config)

@@ -12,6 +12,7 @@ from typing import Any
 from textclf_cli import files
 from textclf_cli.atomic import symlink_atomic, write_json_atomic
 from textclf_cli.errors import RunError
+from textclf_cli.metrics import is_better
 
 RUNNING, COMPLETED, FAILED, INTERRUPTED = "running", "completed", "failed", "interrupted"
 
@@ -104,8 +105,6 @@ def promote_if_better(run_dir: Path, monitor: str, value: float | None) -> tuple
     Returns (promoted, one line saying why). Conservative on doubt: a current best recorded under another
     monitor is kept, since the two numbers cannot be compared; a best link to a missing run is replaced.
     """
-    from textclf_cli.loop import is_better
-
     experiment_dir = run_dir.parent
     with experiment_lock(experiment_dir):
         link = experiment_dir / files.BEST_LINK

@@ -15,11 +15,19 @@ from torch import nn
 import textclf_cli
 from textclf_cli import files
 from textclf_cli.atomic import write_text_atomic
-from textclf_cli.checkpoint import load_checkpoint, new_checkpoint, save_checkpoint
-from textclf_cli.config import Config, config_to_dict
+from textclf_cli.checkpoint import (
+    CheckpointMeta,
+    checkpoint_meta,
+    last_checkpoint,
+    new_checkpoint,
+    restore_training_state,
+    save_checkpoint,
+)
+from textclf_cli.config import Config, check_resumable, config_to_dict
 from textclf_cli.console import add_log_file, log, remove_handler
 from textclf_cli.data.prepared import PreparedData
-from textclf_cli.device import describe_device, resolve_device
+from textclf_cli.device import describe_device
+from textclf_cli.distributed import Processes
 from textclf_cli.errors import ConfigError, Interrupted, RunError, TextclfError
 from textclf_cli.loop import LoopSettings, NonFiniteLoss, SignalGuard, StopRequested, Trainer, TrainState, fit
 from textclf_cli.models import build_model, min_width, model_kwargs
@@ -46,23 +54,23 @@ class TrainResult:
     state: TrainState
 
 
-def train(config: Config, resume: Path | None = None, promote_if_better: bool = False,
-          distributed: Any = None) -> TrainResult:
-    """Train one model as configured; the stage function the `train` command calls."""
-    device = distributed.device if distributed is not None else resolve_device(config.device)
+def train(config: Config, processes: Processes, resume: Path | None = None,
+          promote_if_better: bool = False) -> TrainResult:
+    """Train one model as configured on `processes` (distributed.distributed_context makes them); the stage
+    function the `train` command calls."""
+    device = processes.device
     amp = resolve_precision(config.train.precision, device)
     if config.train.num_threads:
         torch.set_num_threads(config.train.num_threads)
     resumed = resume_run_dir(config, resume) if resume else None  # refuse a bad --resume before preparing data
-    data = prepare_once(config, distributed)
+    data = prepare_once(config, processes)
     if "valid" not in data.splits:
         raise ConfigError("data: no validation split; set data.valid or data.valid_fraction")
-    is_main = distributed is None or distributed.is_main
-    run_dir = resumed or new_run_dir(config, distributed)
-    lock = lock_run(run_dir) if is_main else None  # held while training, so a second --resume of it is refused
-    log_handler = add_log_file(run_dir / files.TRAIN_LOG) if is_main else None
+    run_dir = resumed or new_run_dir(config, processes)
+    lock = lock_run(run_dir) if processes.is_main else None  # held while training: a second --resume is refused
+    log_handler = add_log_file(run_dir / files.TRAIN_LOG) if processes.is_main else None
     try:
-        return _train_in(run_dir, config, data, device, amp, resume is not None, promote_if_better, distributed)
+        return _train_in(run_dir, config, data, amp, resume is not None, promote_if_better, processes)
     finally:
         if log_handler is not None:
             remove_handler(log_handler)
@@ -70,40 +78,36 @@ def train(config: Config, resume: Path | None = None, promote_if_better: bool = 
             lock.release()
 
 
-def prepare_once(config: Config, distributed: Any) -> PreparedData:
+def prepare_once(config: Config, processes: Processes) -> PreparedData:
     """Rank 0 prepares (or finds) the data; the other ranks wait, then read the same files (or fail with it)."""
-    if distributed is None:
-        return prepare(config)
-    data = distributed.main_first(lambda: prepare(config))
-    return data if distributed.is_main else prepare(config)
+    data = processes.main_first(lambda: prepare(config))
+    return data if processes.is_main else prepare(config)
 
 
-def new_run_dir(config: Config, distributed: Any) -> Path:
+def new_run_dir(config: Config, processes: Processes) -> Path:
     """A fresh run folder, made by rank 0 alone under torchrun and shared with the other ranks."""
-    if distributed is None:
-        return create_run_dir(config.output.runs_dir, config.experiment)
-    return distributed.main_first(lambda: create_run_dir(config.output.runs_dir, config.experiment),
-                                  share_result=True)
+    return processes.main_first(lambda: create_run_dir(config.output.runs_dir, config.experiment),
+                                share_result=True)
 
 
-def _train_in(run_dir: Path, config: Config, data: PreparedData, device: torch.device, amp: Any,
-              resuming: bool, promote_if_better: bool, distributed: Any) -> TrainResult:
-    is_main = distributed is None or distributed.is_main
+def _train_in(run_dir: Path, config: Config, data: PreparedData, amp: Any, resuming: bool, promote_if_better: bool,
+              processes: Processes) -> TrainResult:
+    is_main, device = processes.is_main, processes.device
     if is_main:
         # a resumed run keeps its started_at and drops what the interruption wrote
         when = {"resumed_at": now_iso(), "finished_at": None, "message": None} if resuming else {"started_at": now_iso()}
         write_status(run_dir, RUNNING, experiment=config.experiment, run_id=run_dir.name, **when, device=str(device),
-                     precision=amp.name, world_size=getattr(distributed, "world_size", 1))
+                     precision=amp.name, world_size=processes.world_size)
         write_text_atomic(run_dir / files.CONFIG_FILE, resolved_config_yaml(config))
         compiled = ", torch.compile" if config.train.compile else ""
-        ranks = f", {distributed.world_size} processes" if distributed is not None else ""
+        ranks = f", {processes.world_size} processes" if processes.world_size > 1 else ""
         log.info(f"run folder {run_dir} (device {describe_device(device)}, precision {amp.name}{compiled}{ranks})")
-    trainer, state, info = build_trainer(config, data, device, amp, run_dir if resuming else None, distributed)
+    trainer, state, meta = build_trainer(config, data, amp, run_dir if resuming else None, processes)
     if is_main and not resuming:  # epoch 0: a run killed during its first epoch can be resumed too
-        save_checkpoint(run_dir / files.CHECKPOINTS_DIR / files.LAST_CHECKPOINT, last_checkpoint(trainer, state, info))
+        save_checkpoint(run_dir / files.CHECKPOINTS_DIR / files.LAST_CHECKPOINT, last_checkpoint(trainer, state, meta))
     try:
         with trainer.stop:
-            fit(trainer, state, lambda state, improved: save_epoch(run_dir, trainer, state, info, improved, is_main))
+            fit(trainer, state, lambda state, improved: save_epoch(run_dir, trainer, state, meta, improved))
     except StopRequested as stop:
         # last.pt already holds the end of the last completed epoch (or epoch 0), written atomically. The partial
         # epoch is dropped rather than saved: a resumed run then replays it with the same batch order, RNG state
@@ -112,7 +116,7 @@ def _train_in(run_dir: Path, config: Config, data: PreparedData, device: torch.d
         if is_main:
             write_status(run_dir, INTERRUPTED, finished_at=now_iso(), epochs_completed=state.epoch,
                          message=f"stopped by {stop} during epoch {state.epoch + 1}; {resume_hint}")
-        wait_for_main(distributed)
+        processes.barrier()  # under torchrun the first rank to exit gets the others killed: let rank 0 finish writing
         raise Interrupted(f"interrupted by {stop} during epoch {state.epoch + 1}; "
                           f"{run_dir / files.CHECKPOINTS_DIR / files.LAST_CHECKPOINT} holds epoch {state.epoch}; "
                           f"{resume_hint}") from None
@@ -121,15 +125,9 @@ def _train_in(run_dir: Path, config: Config, data: PreparedData, device: torch.d
             write_status(run_dir, FAILED, finished_at=now_iso(), message=str(exc).splitlines()[0] if str(exc) else
                          type(exc).__name__)
         if isinstance(exc, NonFiniteLoss):  # raised by every rank at the same batch, so all can meet here
-            wait_for_main(distributed)
+            processes.barrier()
         raise
     return finish_run(run_dir, config, state, promote_if_better) if is_main else TrainResult(run_dir, state)
-
-
-def wait_for_main(distributed: Any) -> None:
-    """Under torchrun the first process to exit with an error gets the others killed: let rank 0 finish writing."""
-    if distributed is not None:
-        distributed.barrier()
 
 
 def resolved_config_yaml(config: Config) -> str:
@@ -138,22 +136,20 @@ def resolved_config_yaml(config: Config) -> str:
     return versions + yaml.safe_dump(config_to_dict(config), sort_keys=False)
 
 
-def build_trainer(config: Config, data: PreparedData, device: torch.device, amp: Any, resume_dir: Path | None,
-                  distributed: Any) -> tuple[Trainer, TrainState, dict[str, Any]]:
+def build_trainer(config: Config, data: PreparedData, amp: Any, resume_dir: Path | None,
+                  processes: Processes) -> tuple[Trainer, TrainState, CheckpointMeta]:
+    device = processes.device
     torch.manual_seed(config.seed)
     kwargs = model_kwargs(config.model)
     model = build_model(config.model.type, len(data.vocab), len(data.labels), kwargs)
     load_embeddings_if_configured(model, config, data)
     model.to(device)
-    loop_model: nn.Module = model
-    if distributed is not None:
-        loop_model = distributed.wrap(loop_model)
+    loop_model = processes.wrap(model)
     if config.train.compile:  # after DDP, as PyTorch recommends: compile then sees DDP's gradient buckets
         loop_model = torch.compile(loop_model)
     optimizer = build_optimizer(model, config.train)
     batches_per_epoch = -(-len(data.splits["train"]) // config.train.batch_size)
-    if distributed is not None:
-        batches_per_epoch = -(-batches_per_epoch // distributed.world_size)
+    batches_per_epoch = -(-batches_per_epoch // processes.world_size)  # each rank steps through its share
     scheduler = build_scheduler(optimizer, config.train, batches_per_epoch)
     loss_fn = build_loss(config.train.class_weights, data.splits["train"].targets, len(data.labels)).to(device)
     settings = LoopSettings(
@@ -163,15 +159,12 @@ def build_trainer(config: Config, data: PreparedData, device: torch.device, amp:
         monitor=config.train.monitor, patience=config.train.early_stopping_patience, labels=data.labels,
     )
     trainer = Trainer(loop_model, optimizer, scheduler, loss_fn, device, amp, data.splits["train"],
-                      data.splits["valid"], settings, SignalGuard(), distributed, plain_model=model)
-    info = {
-        "model_type": config.model.type, "model_kwargs": kwargs, "vocab": data.vocab, "labels": data.labels,
-        "tokenizer": data.tokenizer.to_dict(), "max_length": config.vocab.max_length,
-        "truncate": config.vocab.truncate, "config": config_to_dict(config),
-        "versions": {"textclf": textclf_cli.__version__, "torch": str(torch.__version__)},
-    }
-    state = restore_training_state(trainer, resume_dir) if resume_dir else TrainState()
-    return trainer, state, info
+                      data.splits["valid"], settings, SignalGuard(), processes, plain_model=model)
+    state = TrainState()
+    if resume_dir is not None:
+        state = restore_training_state(trainer, resume_dir)
+        log.info(f"resuming {resume_dir} after epoch {state.epoch}")
+    return trainer, state, checkpoint_meta(config, data, kwargs)
 
 
 def load_embeddings_if_configured(model: nn.Module, config: Config, data: PreparedData) -> None:
@@ -183,49 +176,18 @@ def load_embeddings_if_configured(model: nn.Module, config: Config, data: Prepar
                      config.model.freeze_embeddings)
 
 
-def save_epoch(run_dir: Path, trainer: Trainer, state: TrainState, info: dict[str, Any], improved: bool,
-               is_main: bool) -> None:
-    if not is_main:
+def save_epoch(run_dir: Path, trainer: Trainer, state: TrainState, meta: CheckpointMeta, improved: bool) -> None:
+    if not trainer.processes.is_main:  # rank 0 writes the run's files
         return
     checkpoints = run_dir / files.CHECKPOINTS_DIR
     if improved:
         save_checkpoint(checkpoints / files.BEST_CHECKPOINT,
-                        new_checkpoint(trainer.plain_model, info, epoch=state.epoch, metrics=state.history[-1]))
-    save_checkpoint(checkpoints / files.LAST_CHECKPOINT, last_checkpoint(trainer, state, info))
+                        new_checkpoint(trainer.plain_model, meta, epoch=state.epoch, metrics=state.history[-1]))
+    save_checkpoint(checkpoints / files.LAST_CHECKPOINT, last_checkpoint(trainer, state, meta))
     history = pd.DataFrame(state.history)
     write_text_atomic(run_dir / files.HISTORY_FILE, history.to_csv(index=False))
     write_status(run_dir, RUNNING, epochs_completed=state.epoch, best_epoch=state.best_epoch,
                  best_metric=state.best_metric, monitor=trainer.settings.monitor)
-
-
-def last_checkpoint(trainer: Trainer, state: TrainState, info: dict[str, Any]) -> dict[str, Any]:
-    training = {
-        "optimizer": trainer.optimizer.state_dict(),
-        "scheduler": trainer.scheduler.state_dict() if trainer.scheduler is not None else None,
-        "scaler": trainer.amp.scaler.state_dict(),
-        "torch_rng": torch.get_rng_state(),
-        "state": state.to_dict(),
-    }
-    metrics = state.history[-1] if state.history else {}
-    return new_checkpoint(trainer.plain_model, info, epoch=state.epoch, metrics=metrics, training=training)
-
-
-def restore_training_state(trainer: Trainer, run_dir: Path) -> TrainState:
-    path = run_dir / files.CHECKPOINTS_DIR / files.LAST_CHECKPOINT
-    checkpoint = load_checkpoint(path)
-    training = checkpoint.get("training")
-    if not training:
-        raise RunError(f"{path}: has no training state to resume from")
-    trainer.plain_model.load_state_dict(checkpoint["state_dict"])
-    trainer.optimizer.load_state_dict(training["optimizer"])
-    if trainer.scheduler is not None and training["scheduler"] is not None:
-        trainer.scheduler.load_state_dict(training["scheduler"])
-    if training.get("scaler"):
-        trainer.amp.scaler.load_state_dict(training["scaler"])
-    torch.set_rng_state(training["torch_rng"])
-    state = TrainState(**training["state"])
-    log.info(f"resuming {run_dir} after epoch {state.epoch}")
-    return state
 
 
 def resume_run_dir(config: Config, run_dir: Path) -> Path:
@@ -237,19 +199,8 @@ def resume_run_dir(config: Config, run_dir: Path) -> Path:
     if not (run_dir / files.CHECKPOINTS_DIR / files.LAST_CHECKPOINT).is_file():
         raise RunError(f"{run_dir}: has no {files.CHECKPOINTS_DIR}/{files.LAST_CHECKPOINT} (it stopped before "
                        f"training began); start a new run instead")
-    stored = config_to_dict(load_config(run_dir / files.CONFIG_FILE))
-    differences = sorted(key for key in _flat_differences(stored, config_to_dict(config)) if key != "train.epochs")
-    if differences:
-        raise ConfigError(f"--resume {run_dir}: the config differs from the run's in {', '.join(differences)}; "
-                          f"only train.epochs may change when resuming")
+    check_resumable(load_config(run_dir / files.CONFIG_FILE), config, run_dir)
     return run_dir
-
-
-def _flat_differences(left: Any, right: Any, prefix: str = "") -> list[str]:
-    if isinstance(left, dict) and isinstance(right, dict):
-        keys = sorted(set(left) | set(right))
-        return [diff for key in keys for diff in _flat_differences(left.get(key), right.get(key), f"{prefix}{key}.")]
-    return [] if left == right else [prefix.rstrip(".")]
 
 
 def finish_run(run_dir: Path, config: Config, state: TrainState, promote_if_better: bool) -> TrainResult:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from textclf_cli.checkpoint import load_checkpoint, load_model, new_checkpoint, save_checkpoint
+from textclf_cli.checkpoint import CheckpointMeta, load_checkpoint, load_model, new_checkpoint, save_checkpoint
 from textclf_cli.data.text import TokenizerSettings
 from textclf_cli.errors import RunError
 from textclf_cli.models import build_model
@@ -19,10 +20,10 @@ KWARGS = {"embedding_dim": 8, "hidden_size": 4, "num_layers": 1, "bidirectional"
           "pooling": "max"}
 
 
-def info() -> dict:
-    return {"model_type": "lstm", "model_kwargs": KWARGS, "vocab": VOCAB, "labels": ["neg", "pos"],
-            "tokenizer": TokenizerSettings(kind="regexp").to_dict(), "max_length": 20, "truncate": "tail",
-            "config": {"experiment": "x"}}
+def info() -> CheckpointMeta:
+    return CheckpointMeta(model_type="lstm", model_kwargs=KWARGS, vocab=VOCAB, labels=["neg", "pos"],
+                          tokenizer=TokenizerSettings(kind="regexp"), max_length=20, truncate="tail",
+                          config={"experiment": "x"}, versions={"textclf": "0.1.0", "torch": "2.13.0"})
 
 
 @pytest.fixture
@@ -134,6 +135,34 @@ def test_missing_checkpoint(tmp_path: Path) -> None:
 
 def test_checkpoint_whose_weights_do_not_fit_its_model(tmp_path: Path, model: nn.Module) -> None:
     path = tmp_path / "bad.pt"
-    save_checkpoint(path, new_checkpoint(model, dict(info(), vocab=VOCAB + ["extra"])))
+    save_checkpoint(path, new_checkpoint(model, dataclasses.replace(info(), vocab=VOCAB + ["extra"])))
     with pytest.raises(RunError, match="does not match its model"):
+        load_model(path, torch.device("cpu"))
+
+
+def test_metadata_is_stored_as_plain_top_level_values(saved: Path) -> None:
+    checkpoint = torch.load(saved, weights_only=True)
+    assert checkpoint["tokenizer"] == TokenizerSettings(kind="regexp").to_dict()
+    assert {key: checkpoint[key] for key in ("model_type", "vocab", "labels", "max_length", "truncate", "config",
+                                              "versions")} == {
+        "model_type": "lstm", "vocab": VOCAB, "labels": ["neg", "pos"], "max_length": 20, "truncate": "tail",
+        "config": {"experiment": "x"}, "versions": {"textclf": "0.1.0", "torch": "2.13.0"}}
+    assert CheckpointMeta.from_dict(checkpoint) == info()
+
+
+def test_a_checkpoint_without_truncate_or_versions_still_loads(tmp_path: Path, model: nn.Module) -> None:
+    checkpoint = new_checkpoint(model, info())
+    del checkpoint["truncate"], checkpoint["versions"]  # written before those keys existed
+    path = tmp_path / "old.pt"
+    save_checkpoint(path, checkpoint)
+    loaded = load_model(path, torch.device("cpu"))
+    assert (loaded.truncate, loaded.vocab, loaded.tokenizer) == ("head", VOCAB, TokenizerSettings(kind="regexp"))
+
+
+def test_a_checkpoint_without_its_vocab_is_incomplete(tmp_path: Path, model: nn.Module) -> None:
+    checkpoint = new_checkpoint(model, info())
+    del checkpoint["vocab"]
+    path = tmp_path / "incomplete.pt"
+    save_checkpoint(path, checkpoint)
+    with pytest.raises(RunError, match=r"checkpoint is incomplete or does not match its model \('vocab'\)"):
         load_model(path, torch.device("cpu"))

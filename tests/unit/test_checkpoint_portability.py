@@ -7,6 +7,7 @@ import torch
 import torch.distributed as dist
 
 from textclf_cli.checkpoint import (
+    CheckpointMeta,
     load_model,
     new_checkpoint,
     save_checkpoint,
@@ -26,9 +27,9 @@ def tiny_model() -> torch.nn.Module:
     return build_model("cnn", len(VOCAB), 2, KWARGS)
 
 
-def info() -> dict:
-    return {"model_type": "cnn", "model_kwargs": KWARGS, "vocab": VOCAB, "labels": ["neg", "pos"],
-            "tokenizer": TokenizerSettings().to_dict(), "max_length": 20, "truncate": "head", "config": {}}
+def info() -> CheckpointMeta:
+    return CheckpointMeta(model_type="cnn", model_kwargs=KWARGS, vocab=VOCAB, labels=["neg", "pos"],
+                          tokenizer=TokenizerSettings(), max_length=20, truncate="head")
 
 
 @pytest.fixture

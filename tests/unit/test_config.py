@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from textclf_cli.config import BagConfig, CNNConfig, LSTMConfig, load_config
+from textclf_cli.config import BagConfig, CNNConfig, LSTMConfig, check_resumable, load_config
 from textclf_cli.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -168,3 +168,15 @@ def test_quickstart_points_at_the_bundled_sample() -> None:
     config = load_config(REPO / "configs/quickstart.yaml")
     for data_file in (config.data.train, config.data.test):
         assert (REPO / data_file).is_file(), data_file
+
+
+def test_resume_allows_more_epochs_and_names_every_other_change(minimal: Path) -> None:
+    stored = load_config(minimal)
+    check_resumable(stored, load_config(minimal, ["train.epochs=9"]), Path("runs/x/1"))
+    changed = load_config(minimal, ["train.epochs=9", "train.lr=0.5", "model.type=lstm"])
+    with pytest.raises(ConfigError) as error:
+        check_resumable(stored, changed, Path("runs/x/1"))
+    message = str(error.value)
+    assert message.startswith("--resume runs/x/1: the config differs from the run's in model.")
+    assert "train.lr" in message and "train.epochs" not in message.split(";")[0]
+    assert message.endswith("; only train.epochs may change when resuming")

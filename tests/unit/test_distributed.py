@@ -8,7 +8,7 @@ import torch
 import torch.distributed as dist
 
 from textclf_cli.data.prepared import EncodedSplit
-from textclf_cli.distributed import DistributedContext, _portable, _shard_bounds
+from textclf_cli.distributed import DistributedContext, SingleProcess, _portable, _shard_bounds
 from textclf_cli.errors import DataError, RunError
 
 
@@ -84,3 +84,28 @@ def test_other_ranks_get_a_project_error_for_a_bug_on_rank_0():
     converted = _portable(KeyError("vocab"))
     assert isinstance(converted, RunError)
     assert str(converted) == "rank 0 failed: KeyError: 'vocab'"
+
+
+def test_a_single_process_is_main_and_its_collectives_do_nothing():
+    processes = SingleProcess(torch.device("cpu"))
+    assert (processes.is_main, processes.rank, processes.world_size) == (True, 0, 1)
+    processes.barrier()
+    model = torch.nn.Linear(2, 2)
+    assert processes.wrap(model) is model
+    batches = [np.array([0, 1]), np.array([2])]
+    assert processes.shard_batches(batches, epoch=3) is batches
+    split = split_of([2, 3])
+    assert processes.shard_split(split) is split
+    rows = np.ones((2, 3), dtype=np.float32)
+    assert processes.gather_rows(rows, total=2) is rows
+    totals = torch.tensor([1.0, 2.0])
+    processes.all_reduce_sum(totals)
+    assert totals.tolist() == [1.0, 2.0]
+    assert processes.any_rank(True, False) == [True, False]
+    assert processes.main_first(lambda: "made", share_result=True) == "made"
+
+    def failing() -> None:
+        raise DataError("bad")
+
+    with pytest.raises(DataError, match="^bad$"):
+        processes.main_first(failing)

@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from textclf_cli.distributed import SingleProcess
 from textclf_cli.errors import RunError
 from textclf_cli.loop import NonFiniteLoss, StopRequested, check_batch, cuda_oom_hint
 
@@ -21,9 +22,10 @@ class FakeRanks:
         return [mine or theirs for mine, theirs in zip(flags, self.elsewhere)]
 
 
-def trainer(distributed=None, stop: str | None = None) -> SimpleNamespace:
+def trainer(processes=None, stop: str | None = None) -> SimpleNamespace:
     settings = SimpleNamespace(max_length=400)
-    return SimpleNamespace(distributed=distributed, stop=SimpleNamespace(requested=stop), device="cuda:0",
+    processes = processes or SingleProcess(torch.device("cpu"))
+    return SimpleNamespace(processes=processes, stop=SimpleNamespace(requested=stop), device="cuda:0",
                            settings=settings)
 
 

@@ -111,14 +111,6 @@ def test_default_tokenizer_needs_no_nltk_data(monkeypatch: pytest.MonkeyPatch) -
         assert tokens("Hello, world", kind=kind) == ["hello", ",", "world"]
 
 
-def test_tokenizer_pickles_by_its_settings() -> None:
-    import pickle
-
-    settings = TokenizerSettings(kind="treebank", strip_punctuation=True)
-    clone = pickle.loads(pickle.dumps(Tokenizer(settings)))
-    assert clone.settings == settings and clone(REVIEW) == Tokenizer(settings)(REVIEW)
-
-
 def test_process_pool_gives_the_same_tokens_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(text_module, "PARALLEL_MIN_TEXTS", 1)
     texts = [f"Text number {i}: <b>word{i % 7}</b>!" for i in range(300)]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -87,14 +86,3 @@ def truncate_ids(ids: np.ndarray, max_length: int, how: str) -> np.ndarray:
         head = max_length // 4
         return np.concatenate([ids[:head], ids[len(ids) - (max_length - head):]])
     return ids[:max_length]
-
-
-def iterate_batches(
-    split: EncodedSplit,
-    batches: list[np.ndarray],
-    max_length: int,
-    truncate: str,
-    min_width: int,
-) -> Iterator[Batch]:
-    for indices in batches:
-        yield collate(split, indices, max_length, truncate, min_width)

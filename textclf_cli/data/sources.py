@@ -18,6 +18,7 @@ IMDB_MEMBER = re.compile(r"(?:^|/)aclImdb/(train|test)/(pos|neg)/(\d+)_(\d+)\.tx
 IMDB_SPLITS = ("train", "test")
 IMDB_URLS = re.compile(r"(?:^|/)aclImdb/(train|test)/urls_(pos|neg)\.txt$")
 IMDB_MOVIE = re.compile(r"/title/(tt\d+)/")
+TABLE_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl"}  # file suffix -> reader format
 
 
 @dataclass
@@ -275,9 +276,8 @@ def _as_text(value: object) -> str:
 
 def read_texts_file(path: Path, text_column: str, encoding: str = "utf-8") -> list[str]:
     """Texts to predict: a .txt (one per line), or a CSV/TSV/JSONL with a text column."""
-    suffix = path.suffix.lower()
-    formats = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl"}
-    if suffix in formats:
-        return read_table(path, formats[suffix], text_column, None, encoding).texts
+    file_format = TABLE_FORMATS.get(path.suffix.lower())
+    if file_format is not None:
+        return read_table(path, file_format, text_column, None, encoding).texts
     content = _read_text(path, encoding)
     return [line for line in content.split("\n") if line.strip()]

@@ -1,4 +1,4 @@
-"""Cleaning and nltk tokenization; picklable so it runs in a process pool over all cores."""
+"""Cleaning and nltk tokenization, in a process pool over all cores for large inputs."""
 
 from __future__ import annotations
 
@@ -55,12 +55,6 @@ class Tokenizer:
         if self._stopwords:
             tokens = [token for token in tokens if token.lower() not in self._stopwords]
         return tokens
-
-    def __getstate__(self) -> TokenizerSettings:
-        return self.settings
-
-    def __setstate__(self, settings: TokenizerSettings) -> None:
-        self.__init__(settings)
 
 
 def _import_nltk() -> None:
