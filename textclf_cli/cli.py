@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+import typer.core
 
 from textclf_cli import console
-from textclf_cli.errors import ConfigError, Interrupted, TextclfError
+from textclf_cli.errors import ConfigError, Interrupted, RunError, TextclfError
 
 app = typer.Typer(
     help="Train TextCNN / (Bi)LSTM / bag-of-ngrams text classifiers from a YAML config, evaluate them, predict.",
@@ -55,6 +56,31 @@ class OutputFormat(str, Enum):
     csv = "csv"
 
 
+class RunsFormat(str, Enum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+
+
+class ExportFormat(str, Enum):
+    onnx = "onnx"
+    torchscript = "torchscript"
+
+
+class ListByDefault(typer.core.TyperGroup):
+    """`textclf runs [DIR]` lists; `textclf runs prune ...` prunes: anything that is not a subcommand goes to list."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if not args or (args[0] not in self.commands and args[0] not in ("--help", "-h")):
+            args = ["list", *args]
+        return super().parse_args(ctx, args)
+
+
+runs_app = typer.Typer(cls=ListByDefault, help="List runs (honest status, metrics, best/latest) and prune old ones.",
+                       add_completion=False, pretty_exceptions_enable=False)
+app.add_typer(runs_app, name="runs")
+
+
 def handled(command: Callable[..., Any]) -> Callable[..., Any]:
     """Turn the project's errors into one line on stderr and their exit code; never a bare traceback."""
 
@@ -89,15 +115,29 @@ def _load(config_path: Path, overrides: list[str] | None):
 
 def _resolve_target(target: str, overrides: list[str] | None) -> tuple[Path, Path | None]:
     """(checkpoint, run folder) for a config (its latest completed run), a run folder or a .pt file."""
-    from textclf_cli.runs import find_checkpoint, latest_run
+    from textclf_cli.runs import find_checkpoint, latest_run, mark_stale_runs
 
     path = Path(target)
     if path.suffix.lower() in (".yaml", ".yml"):
         config = _load(path, overrides)
+        mark_stale_runs(config.output.runs_dir / config.experiment)
         return find_checkpoint(latest_run(config.output.runs_dir, config.experiment))
     if overrides:
         raise ConfigError("--set applies to a config; TARGET here is a run folder or checkpoint, which carries its own")
-    return find_checkpoint(path)
+    checkpoint, run_dir = find_checkpoint(path)
+    if run_dir is not None:
+        mark_stale_runs(run_dir.parent)
+    return checkpoint, run_dir
+
+
+def _experiment_dir(target: Path, overrides: list[str] | None) -> Path:
+    """A config's runs/<experiment> folder, or the folder as given."""
+    if target.suffix.lower() in (".yaml", ".yml"):
+        config = _load(target, overrides)
+        return config.output.runs_dir / config.experiment
+    if overrides:
+        raise ConfigError("--set applies to a config; the folder given here is not one")
+    return target
 
 
 @app.command()
@@ -189,6 +229,7 @@ def predict(
 ) -> None:
     """Label texts with a trained model; the checkpoint alone is enough."""
     console.setup_logging(quiet)
+    check_predict_options(output_format, output, input_file, texts or [])
     from textclf_cli import predict as predicting
 
     all_texts = predicting.gather_texts(texts or [], input_file, text_column)
@@ -196,8 +237,6 @@ def predict(
     predictions = predicting.predict(checkpoint, all_texts, device_spec=device, precision=precision.value,
                                      batch_size=batch_size)
     records = predicting.rows(predictions, top_k)
-    if output_format is OutputFormat.table and output is not None:
-        raise ConfigError("predict: --output needs --format jsonl or csv (the table is for the terminal)")
     if output_format is OutputFormat.table:
         predicting.show_table(records)
         return
@@ -210,6 +249,84 @@ def predict(
 
     write_text_atomic(output, text)
     console.result(f"{len(records)} prediction(s) written to {output}")
+
+
+def check_predict_options(output_format: OutputFormat, output: Path | None, input_file: Path | None,
+                          texts: list[str]) -> None:
+    """Refuse contradictory options before loading a model or reading any input."""
+    if output_format is OutputFormat.table and output is not None:
+        raise ConfigError("predict: --output needs --format jsonl or csv (the table is for the terminal)")
+    if output is not None and output.is_dir():
+        raise ConfigError(f"predict: --output {output} is a folder; name a file, e.g. {output / 'predictions.jsonl'}")
+    if input_file is not None and texts:
+        raise ConfigError("predict: give texts as arguments or --input FILE, not both")
+
+
+@runs_app.command("list")
+@handled
+def runs_list(
+    path: Annotated[Path, typer.Argument(help="Runs folder (output.runs_dir), experiment folder or config.")] = Path("runs"),
+    output_format: Annotated[RunsFormat, typer.Option("--format", "-f")] = RunsFormat.table,
+    overrides: SetOption = None,
+) -> None:
+    """One row per run, newest first: status (stale when its process is gone), epochs, metrics, best/latest."""
+    console.setup_logging(False)
+    from textclf_cli import run_listing
+
+    records = run_listing.list_runs(_experiment_dir(path, overrides))
+    if output_format is RunsFormat.table:
+        run_listing.show_table(records)
+    else:
+        text = run_listing.format_json(records) if output_format is RunsFormat.json else run_listing.format_csv(records)
+        sys.stdout.write(text)
+
+
+@runs_app.command("prune")
+@handled
+def runs_prune(
+    experiment_dir: Annotated[Path, typer.Argument(metavar="EXPERIMENT_DIR", help="runs/<experiment> or its config.")],
+    keep: Annotated[int, typer.Option("--keep", min=1, help="How many of the newest runs to keep.")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list what would be removed.")] = False,
+    overrides: SetOption = None,
+    quiet: QuietOption = False,
+) -> None:
+    """Delete the oldest completed/failed/interrupted/stale runs beyond the newest N; never best, latest or a live run."""
+    console.setup_logging(quiet)
+    from textclf_cli.prune import prune_runs
+    from textclf_cli.run_listing import is_experiment_dir
+
+    folder = _experiment_dir(experiment_dir, overrides)
+    if not folder.is_dir() or not is_experiment_dir(folder):
+        raise RunError(f"{folder}: not an experiment folder (runs/<experiment>, holding run folders)")
+    removed = prune_runs(folder, keep, dry_run=dry_run)
+    verb = "would remove" if dry_run else "removed"
+    for run_dir in removed:
+        console.result(f"{verb} {run_dir}")
+    console.log.info(f"{verb} {len(removed)} run(s) of {folder}, keeping the newest {keep} and best/latest/live runs")
+
+
+@app.command()
+@handled
+def export(
+    target: Annotated[str, typer.Argument(help="Config (.yaml: its latest run), run folder or checkpoint .pt.")],
+    export_format: Annotated[ExportFormat, typer.Option("--format", "-f", help="onnx or torchscript.")],
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Model file to write (default: in the run's "
+                                                "export/ folder).")] = None,
+    overrides: SetOption = None,
+    quiet: QuietOption = False,
+) -> None:
+    """Export a trained model for serving without textclf, with a sidecar JSON (vocabulary, labels, tokenizer)."""
+    console.setup_logging(quiet)
+    from textclf_cli.export import check_export_dependencies, default_output, export_model
+
+    check_export_dependencies(export_format.value)
+    if output is not None and output.is_dir():
+        raise ConfigError(f"export: --output {output} is a folder; name the model file, e.g. {output / 'model.onnx'}")
+    checkpoint, run_dir = _resolve_target(target, overrides)
+    result = export_model(checkpoint, export_format.value, output or default_output(checkpoint, run_dir,
+                                                                                    export_format.value))
+    console.log.info(f"sidecar {result.sidecar}")
+    console.result(str(result.model_file))
 
 
 def main() -> None:

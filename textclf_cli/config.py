@@ -127,6 +127,8 @@ class TrainConfig(Strict):
 
 class OutputConfig(Strict):
     runs_dir: Path = Path("runs")
+    keep_runs: int | None = Field(None, ge=1)  # after a successful train, prune the experiment to this many runs
+    tensorboard: bool = False
 
 
 class Config(Strict):
@@ -283,6 +285,21 @@ def _allowed_keys(parent: tuple) -> list[str]:
             return []
         model = field.annotation
     return list(model.model_fields)
+
+
+PATH_KEYS = (("data", "train"), ("data", "valid"), ("data", "test"), ("data", "prepared_dir"),
+             ("model", "pretrained_embeddings"), ("output", "runs_dir"))
+
+
+def with_absolute_paths(config: Config) -> Config:
+    """The same config with every file path made absolute (against the current folder), so that a run's stored
+    config works from any folder. Symlinks are kept as written (absolute(), not resolve())."""
+    raw = config.model_dump()
+    for section, key in PATH_KEYS:
+        value = raw[section].get(key)
+        if value is not None:
+            raw[section][key] = Path(value).absolute()
+    return Config.model_validate(raw)
 
 
 def config_to_dict(config: Config) -> dict[str, Any]:

@@ -27,3 +27,9 @@ PREPARED_LABELS = "labels.json"
 PREPARED_IDS = "{split}.ids.npy"
 PREPARED_OFFSETS = "{split}.offsets.npy"
 PREPARED_TARGETS = "{split}.labels.npy"
+
+# textclf export: <run>/export/
+EXPORT_DIR = "export"
+EXPORT_ONNX = "model.onnx"
+EXPORT_TORCHSCRIPT = "model.torchscript.pt"
+TENSORBOARD_DIR = "tensorboard"

@@ -15,6 +15,10 @@ from textclf_cli.errors import RunError
 from textclf_cli.metrics import is_better
 
 RUNNING, COMPLETED, FAILED, INTERRUPTED = "running", "completed", "failed", "interrupted"
+STALE = "stale"  # said `running`, but no process holds the run's lock any more (SIGKILL, power cut)
+# A folder without status.json is a run in its first instant (create_run_dir, then the lock, then the status);
+# once this old and unlocked, its process is gone.
+STARTING_GRACE_S = 60
 
 
 def now_iso() -> str:
@@ -138,6 +142,79 @@ def lock_run(run_dir: Path) -> RunLock:
         raise RunError(f"{run_dir}: another textclf process (pid {pid}) is training in this run folder; "
                        f"wait for it to finish or stop it, then resume") from None
     return RunLock(fd)
+
+
+def try_lock_run(run_dir: Path) -> RunLock | None:
+    """The run's lock when no process holds it (release it soon), else None: a process is training there."""
+    try:
+        return lock_run(run_dir)
+    except RunError:
+        return None
+    except OSError:  # vanished or unreadable folder: nobody can be training in it
+        return None
+
+
+def is_live(run_dir: Path) -> bool:
+    """Whether a process holds the run's lock, i.e. is training in it right now."""
+    lock = try_lock_run(run_dir)
+    if lock is None:
+        return run_dir.is_dir()
+    lock.release()
+    return False
+
+
+def honest_status(run_dir: Path, status: dict[str, Any] | None) -> str:
+    """status.json's status, except that a `running` run nobody holds (or a status-less old folder) is stale."""
+    if status is None:
+        young = time.time() - run_dir.stat().st_mtime < STARTING_GRACE_S
+        return RUNNING if young or is_live(run_dir) else STALE
+    recorded = status.get("status", STALE)
+    if recorded == RUNNING and not is_live(run_dir):
+        return STALE
+    return recorded
+
+
+def mark_stale_runs(experiment_dir: Path) -> list[Path]:
+    """Rewrite status.json of every `running` run whose process is gone to `stale`; returns those runs."""
+    marked = []
+    for run_dir in run_folders(experiment_dir):
+        status = read_status(run_dir)
+        if status is None or status.get("status") != RUNNING:
+            continue
+        lock = try_lock_run(run_dir)
+        if lock is None:  # live
+            continue
+        try:
+            pid = status.get("pid", "unknown")
+            status.update(status=STALE, stale_since=now_iso(),
+                          message=f"the process training it (pid {pid}) is gone (killed or power cut); "
+                                  f"continue it with textclf train CONFIG --resume {run_dir}")
+            write_json_atomic(run_dir / files.STATUS_FILE, status)
+            marked.append(run_dir)
+        finally:
+            lock.release()
+    return marked
+
+
+def run_folders(experiment_dir: Path) -> list[Path]:
+    """The run folders of an experiment (not its links or hidden files), newest first."""
+    if not experiment_dir.is_dir():
+        return []
+    found = [path for path in experiment_dir.iterdir()
+             if path.is_dir() and not path.is_symlink() and not path.name.startswith(".") and is_run_folder(path)]
+    return sorted(found, key=lambda path: sortable_run_order(path.name), reverse=True)
+
+
+def sortable_run_order(run_id: str) -> tuple[str, int]:
+    """run_order, also for a folder someone named by hand (sorted by its name)."""
+    try:
+        return run_order(run_id)
+    except ValueError:
+        return run_id, 0
+
+
+def is_run_folder(path: Path) -> bool:
+    return any((path / name).exists() for name in (files.STATUS_FILE, files.CHECKPOINTS_DIR, files.CONFIG_FILE))
 
 
 class RunLock:

@@ -1,0 +1,282 @@
+"""`textclf export`: a checkpoint -> ONNX or TorchScript model plus a sidecar JSON, for serving without textclf.
+
+The exported graph takes what every textclf model takes, `forward(token_ids, lengths)`, and returns
+probabilities; the sidecar says how to turn a text into those ids (tokenizer, vocabulary, truncation) and the
+outputs into labels. Nothing here knows a model family, so a new family or branch exports as long as its
+forward is traceable.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import io
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+import textclf_cli
+from textclf_cli import files
+from textclf_cli.atomic import write_atomic, write_json_atomic
+from textclf_cli.checkpoint import LoadedModel, load_model
+from textclf_cli.console import log
+from textclf_cli.data.text import WORD_OR_PUNCT
+from textclf_cli.data.vocab import PAD_ID, UNK_ID
+from textclf_cli.errors import ConfigError, RunError
+from textclf_cli.models import min_width
+from textclf_cli.runs import now_iso
+
+SIDECAR_FORMAT = "textclf-export"
+SIDECAR_VERSION = 1
+ONNX_OPSET = 17
+PARITY_TOLERANCE = 1e-4
+# Zeros the exported graph appends to every batch. Models ignore positions >= lengths, so extra padding never
+# changes a result; it makes any text, even one token, at least as wide as the widest CNN filter or n-gram, so
+# shape-dependent branches in forward take the same path for every input and the traced graph holds for all.
+EXTRA_PADDING = 8
+PARITY_LENGTHS = (1, 2, 3, 7, 31, 64)  # the self-check after export: shorter and longer than every filter
+EXTRAS_HINT = "pip install 'textclf-cli[export]' (from a checkout: pip install -e '.[export]')"
+
+
+@dataclass
+class ExportResult:
+    model_file: Path
+    sidecar: Path
+    max_difference: float | None  # largest |p_exported - p_textclf| of the self-check; None when not run
+
+
+class ProbabilityModel(nn.Module):
+    """(token_ids (B, T) int64, lengths (B,) int64) -> probabilities (B, C) float32, as textclf predicts them."""
+
+    def __init__(self, model: nn.Module, padding: int, multilabel: bool) -> None:
+        super().__init__()
+        self.model = model
+        self.padding = padding
+        self.multilabel = multilabel
+
+    def forward(self, token_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        token_ids = nn.functional.pad(token_ids, (0, self.padding), value=PAD_ID)  # (B, T) -> (B, T + padding)
+        logits = self.model(token_ids, lengths).float()
+        return torch.sigmoid(logits) if self.multilabel else torch.softmax(logits, dim=1)
+
+
+class DenseEmbeddingBag(nn.Module):
+    """nn.EmbeddingBag over a (B, L) input, written with ops every ONNX runtime has (the ONNX exporter
+    refuses EmbeddingBag with padding_idx). Same weights, same sums; padding_idx entries are left out."""
+
+    def __init__(self, bag: nn.EmbeddingBag) -> None:
+        super().__init__()
+        if bag.mode not in ("mean", "sum", "max"):
+            raise RunError(f"export: EmbeddingBag mode {bag.mode!r} cannot be exported")
+        self.weight = bag.weight
+        self.mode = bag.mode
+        self.padding_idx = bag.padding_idx
+
+    def forward(self, ids: torch.Tensor, offsets: torch.Tensor | None = None,
+                per_sample_weights: torch.Tensor | None = None) -> torch.Tensor:
+        vectors = nn.functional.embedding(ids, self.weight)  # (B, L) -> (B, L, E)
+        keep = ids != self.padding_idx if self.padding_idx is not None else torch.ones_like(ids, dtype=torch.bool)
+        if self.mode == "max":
+            maxed = vectors.masked_fill(~keep[:, :, None], float("-inf")).amax(dim=1)
+            return torch.where(keep.any(dim=1, keepdim=True), maxed, torch.zeros_like(maxed))  # empty bag -> 0
+        total = (vectors * keep[:, :, None].to(vectors.dtype)).sum(dim=1)  # (B, E)
+        if self.mode == "sum":
+            return total
+        return total / keep.sum(dim=1, keepdim=True).clamp(min=1).to(vectors.dtype)
+
+
+def check_export_dependencies(export_format: str) -> None:
+    """ONNX export needs the optional `onnx` package (and `onnxruntime` for the parity check): a clear error."""
+    if export_format != "onnx":
+        return
+    missing = [name for name in ("onnx", "onnxruntime") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ConfigError(f"export --format onnx needs {' and '.join(missing)}, which are not installed: {EXTRAS_HINT}")
+
+
+def default_output(checkpoint: Path, run_dir: Path | None, export_format: str) -> Path:
+    """<run>/export/model.onnx (or model.torchscript.pt); beside a bare checkpoint, in its export/ folder."""
+    base = run_dir if run_dir is not None else checkpoint.parent
+    name = files.EXPORT_ONNX if export_format == "onnx" else files.EXPORT_TORCHSCRIPT
+    return base / files.EXPORT_DIR / name
+
+
+def sidecar_path(model_file: Path) -> Path:
+    """model.onnx -> model.onnx.json: the sidecar sits beside its model and names it."""
+    return model_file.with_name(f"{model_file.name}.json")
+
+
+def export_model(checkpoint: Path, export_format: str, output: Path) -> ExportResult:
+    loaded = load_model(checkpoint, torch.device("cpu"))
+    wrapper = ProbabilityModel(loaded.model, max(EXTRA_PADDING, min_width(loaded.model)),
+                               multilabel=task_of(loaded) == "multilabel").eval()
+    example = example_inputs(len(loaded.vocab))
+    if export_format == "onnx":
+        payload = onnx_bytes(wrapper, example)
+        run = onnx_runner(payload)
+    else:
+        scripted = traced_module(wrapper, example)
+        buffer = io.BytesIO()
+        torch.jit.save(scripted, buffer)
+        payload = buffer.getvalue()
+        run = torchscript_runner(scripted)
+    difference = parity_difference(wrapper, run, len(loaded.vocab))
+    if difference > PARITY_TOLERANCE:
+        raise RunError(f"export: the {export_format} model differs from textclf's by {difference:.2e} "
+                       f"(more than {PARITY_TOLERANCE}); nothing was written. Please report it.")
+    log.info(f"parity check passed: largest |difference| from textclf's probabilities {difference:.1e} "
+             f"(texts of {', '.join(map(str, PARITY_LENGTHS))} tokens, alone and as one batch)")
+    write_atomic(output, lambda handle: handle.write(payload))
+    sidecar = sidecar_path(output)
+    write_json_atomic(sidecar, sidecar_content(loaded, export_format, output))
+    return ExportResult(output, sidecar, difference)
+
+
+def task_of(loaded: LoadedModel) -> str:
+    return str(loaded.checkpoint.get("task", "multiclass"))
+
+
+def example_inputs(vocab_size: int, lengths: tuple[int, ...] = (12, 5)) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch of texts with the given lengths, padded with PAD_ID after each one."""
+    generator = torch.Generator().manual_seed(0)
+    low = min(UNK_ID, vocab_size - 1)
+    token_ids = torch.full((len(lengths), max(lengths)), PAD_ID, dtype=torch.int64)
+    for row, length in enumerate(lengths):
+        token_ids[row, :length] = torch.randint(low, vocab_size, (length,), generator=generator)
+    return token_ids, torch.tensor(lengths, dtype=torch.int64)
+
+
+def onnx_bytes(wrapper: ProbabilityModel, example: tuple[torch.Tensor, torch.Tensor]) -> bytes:
+    exportable = copy.deepcopy(wrapper)
+    replace_embedding_bags(exportable)
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():  # the TorchScript-based exporter warns about itself and about traced sizes
+        warnings.simplefilter("ignore")
+        # dynamo=False: the TorchScript-based exporter, which needs no onnxscript and handles the dynamic axes
+        torch.onnx.export(
+            exportable, example, buffer, dynamo=False, opset_version=ONNX_OPSET,
+            input_names=["token_ids", "lengths"], output_names=["probabilities"],
+            dynamic_axes={"token_ids": {0: "batch", 1: "sequence"}, "lengths": {0: "batch"},
+                          "probabilities": {0: "batch"}},
+        )
+    return buffer.getvalue()
+
+
+def replace_embedding_bags(module: nn.Module) -> None:
+    for name, child in module.named_children():
+        if isinstance(child, nn.EmbeddingBag):
+            setattr(module, name, DenseEmbeddingBag(child))
+        else:
+            replace_embedding_bags(child)
+
+
+def traced_module(wrapper: ProbabilityModel, example: tuple[torch.Tensor, torch.Tensor]) -> torch.jit.ScriptModule:
+    with warnings.catch_warnings():  # TracerWarnings about sizes: the parity check below is the real test
+        warnings.simplefilter("ignore")
+        return torch.jit.trace(wrapper, example, check_trace=False)
+
+
+def onnx_runner(payload: bytes):
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(payload, providers=["CPUExecutionProvider"])
+    return lambda token_ids, lengths: session.run(None, {"token_ids": token_ids.numpy(), "lengths": lengths.numpy()})[0]
+
+
+def torchscript_runner(scripted: torch.jit.ScriptModule):
+    def run(token_ids: torch.Tensor, lengths: torch.Tensor) -> np.ndarray:
+        with torch.inference_mode():
+            return scripted(token_ids, lengths).numpy()
+
+    return run
+
+
+@torch.inference_mode()
+def parity_difference(wrapper: ProbabilityModel, run, vocab_size: int) -> float:
+    """Largest difference between the exported model and the eager one, one text at a time and as a batch."""
+    worst = 0.0
+    cases = [example_inputs(vocab_size, (length,)) for length in PARITY_LENGTHS]
+    cases.append(example_inputs(vocab_size, PARITY_LENGTHS))
+    for token_ids, lengths in cases:
+        expected = wrapper(token_ids, lengths).numpy()
+        worst = max(worst, float(np.abs(run(token_ids, lengths) - expected).max()))
+    return worst
+
+
+def sidecar_content(loaded: LoadedModel, export_format: str, model_file: Path) -> dict[str, Any]:
+    checkpoint = loaded.checkpoint
+    tokenizer = loaded.tokenizer.to_dict()
+    content: dict[str, Any] = {
+        "format": SIDECAR_FORMAT,
+        "version": SIDECAR_VERSION,
+        "model_file": model_file.name,
+        "model_format": export_format,
+        "model_type": checkpoint.get("model_type"),
+        "task": task_of(loaded),
+        "labels": loaded.labels,
+        "thresholds": checkpoint.get("thresholds"),
+        "inputs": {
+            "token_ids": {"dtype": "int64", "shape": ["batch", "sequence"],
+                          "meaning": f"vocabulary ids of the tokens, padded with {PAD_ID} after each text"},
+            "lengths": {"dtype": "int64", "shape": ["batch"], "meaning": "tokens of each text before padding, >= 1"},
+        },
+        "outputs": {
+            "probabilities": {"dtype": "float32", "shape": ["batch", "labels"],
+                              "meaning": "probability of each label, columns in `labels` order"},
+        },
+        "tokenizer": tokenizer,
+        "preprocessing": preprocessing_steps(tokenizer),
+        "vocab": loaded.vocab,
+        "pad_id": PAD_ID,
+        "unk_id": UNK_ID,
+        "max_length": loaded.max_length,
+        "truncate": loaded.truncate,
+        "truncation": {"head": "keep the first max_length tokens", "tail": "keep the last max_length tokens",
+                       "head_tail": "keep the first max_length // 4 tokens and the last max_length - max_length // 4"}
+        [loaded.truncate],
+        "empty_text": f"a text with no tokens is one token {PAD_ID} with length 1",
+        "source_checkpoint": str(loaded.path),
+        "epoch": checkpoint.get("epoch"),
+        "exported_at": now_iso(),
+        "versions": {"textclf": textclf_cli.__version__, "torch": str(torch.__version__)},
+    }
+    if tokenizer.get("remove_stopwords"):
+        from textclf_cli.data.text import _load_stopwords
+
+        content["stopword_list"] = sorted(_load_stopwords(tokenizer["stopwords"]))
+    return content
+
+
+TOKENIZE_STEP = {
+    "toktok": "replace tabs by spaces; tokenize with nltk's ToktokTokenizer; HTML-unescape tokens containing '&'",
+    "regexp": f"tokenize with nltk's RegexpTokenizer({WORD_OR_PUNCT!r})",
+    "treebank": "tokenize with nltk's word_tokenize(text, preserve_line=True)",
+    "punkt": "tokenize with nltk's word_tokenize(text) (Punkt sentence splitting, needs punkt_tab)",
+}
+
+
+def preprocessing_steps(tokenizer: dict[str, Any]) -> list[str]:
+    """What textclf does to a text, in order, so another program can do the same."""
+    steps = []
+    if tokenizer.get("strip_html"):
+        steps.append("replace HTML tags (<...>, at most 200 characters) by a space, then unescape HTML entities")
+    if tokenizer.get("lowercase"):
+        steps.append("lowercase")
+    steps.append(TOKENIZE_STEP.get(str(tokenizer.get("kind")), f"tokenize with {tokenizer.get('kind')}"))
+    if tokenizer.get("strip_punctuation"):
+        steps.append("drop tokens without a letter or digit")
+    if tokenizer.get("remove_stopwords"):
+        steps.append("drop tokens whose lowercase form is in stopword_list")
+    steps.append("map each token to its index in vocab (unknown tokens to unk_id)")
+    steps.append("truncate to max_length tokens as `truncate` says")
+    return steps
+
+
+def read_sidecar(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8"))
