@@ -56,6 +56,7 @@ class CheckpointMeta:
     truncate: str = "head"
     config: dict[str, Any] = field(default_factory=dict)  # the resolved config, as config_to_dict writes it
     versions: dict[str, str] = field(default_factory=dict)  # textclf and torch that wrote the file
+    prepared_fingerprint: str | None = None  # the prepared data trained on (evaluate reads it, never rebuilds it)
 
     def to_dict(self) -> dict[str, Any]:
         values = {item.name: getattr(self, item.name) for item in fields(self)}
@@ -73,12 +74,14 @@ class CheckpointMeta:
 
 def checkpoint_meta(config: Config, data: PreparedData, model_kwargs: dict[str, Any]) -> CheckpointMeta:
     import textclf_cli
-    from textclf_cli.config import config_to_dict
+    from textclf_cli.config import config_to_dict, with_absolute_paths
 
     return CheckpointMeta(
         model_type=config.model.type, model_kwargs=model_kwargs, vocab=data.vocab, labels=data.labels,
         tokenizer=data.tokenizer, max_length=config.vocab.max_length, truncate=config.vocab.truncate,
-        config=config_to_dict(config), versions={"textclf": textclf_cli.__version__, "torch": str(torch.__version__)},
+        config=config_to_dict(with_absolute_paths(config)),  # absolute: evaluate works from any folder
+        versions={"textclf": textclf_cli.__version__, "torch": str(torch.__version__)},
+        prepared_fingerprint=data.meta.get("fingerprint"),
     )
 
 

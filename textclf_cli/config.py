@@ -307,16 +307,20 @@ def config_to_dict(config: Config) -> dict[str, Any]:
     return config.model_dump(mode="json")
 
 
-RESUMABLE_KEYS = frozenset({"train.epochs"})  # a resumed run may train longer; anything else makes another run
+# a resumed run may train longer and change its bookkeeping; anything else makes another run
+RESUMABLE_KEYS = frozenset({"train.epochs", "output.keep_runs", "output.tensorboard"})
+RESUMABLE_HINT = "train.epochs (and output.keep_runs, output.tensorboard)"
 
 
 def check_resumable(stored: Config, current: Config, run_dir: Path) -> None:
-    """Refuse to --resume run_dir when the config differs from the run's in anything but RESUMABLE_KEYS."""
-    changed = _flat_differences(config_to_dict(stored), config_to_dict(current))
+    """Refuse to --resume run_dir when the config differs from the run's in anything but RESUMABLE_KEYS.
+
+    Paths compare as absolute paths: a run's config.yaml stores them so (older runs: as written)."""
+    changed = _flat_differences(config_to_dict(with_absolute_paths(stored)), config_to_dict(with_absolute_paths(current)))
     differences = sorted(key for key in changed if key not in RESUMABLE_KEYS)
     if differences:
         raise ConfigError(f"--resume {run_dir}: the config differs from the run's in {', '.join(differences)}; "
-                          f"only train.epochs may change when resuming")
+                          f"only {RESUMABLE_HINT} may change when resuming")
 
 
 def _flat_differences(left: Any, right: Any, prefix: str = "") -> list[str]:

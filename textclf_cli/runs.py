@@ -29,6 +29,7 @@ def create_run_dir(runs_dir: Path, experiment: str) -> Path:
     """runs/<experiment>/<YYYYmmdd-HHMMSS>[-N]: mkdir is atomic, so two runs never share a folder."""
     experiment_dir = runs_dir / experiment
     experiment_dir.mkdir(parents=True, exist_ok=True)
+    mark_stale_runs(experiment_dir)  # a new run is a good moment to say which old ones died
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for suffix in range(1000):
         run_dir = experiment_dir / (stamp if suffix == 0 else f"{stamp}-{suffix}")

@@ -23,12 +23,13 @@ from textclf_cli.checkpoint import (
     restore_training_state,
     save_checkpoint,
 )
-from textclf_cli.config import Config, check_resumable, config_to_dict
+from textclf_cli.config import Config, check_resumable, config_to_dict, with_absolute_paths
 from textclf_cli.console import add_log_file, log, remove_handler
 from textclf_cli.data.prepared import PreparedData
 from textclf_cli.device import describe_device
 from textclf_cli.distributed import Processes
 from textclf_cli.errors import ConfigError, Interrupted, RunError, TextclfError
+from textclf_cli.interrupts import SignalInterrupt, interrupt_on_signals
 from textclf_cli.loop import LoopSettings, NonFiniteLoss, SignalGuard, StopRequested, Trainer, TrainState, fit
 from textclf_cli.models import build_model, min_width, model_kwargs
 from textclf_cli.optim import build_loss, build_optimizer, build_scheduler
@@ -46,6 +47,9 @@ from textclf_cli.runs import (
     write_status,
 )
 from textclf_cli.runs import promote_if_better as promote
+from textclf_cli.tensorboard_log import TensorBoardLog, require_tensorboard
+
+PREPARED_FINGERPRINT_COMMENT = "prepared data fingerprint:"
 
 
 @dataclass
@@ -58,6 +62,13 @@ def train(config: Config, processes: Processes, resume: Path | None = None,
           promote_if_better: bool = False) -> TrainResult:
     """Train one model as configured on `processes` (distributed.distributed_context makes them); the stage
     function the `train` command calls."""
+    with interrupt_on_signals():  # until the epoch loop takes over: a signal while preparing also exits 130
+        return _train(config, processes, resume, promote_if_better)
+
+
+def _train(config: Config, processes: Processes, resume: Path | None, promote_if_better: bool) -> TrainResult:
+    if config.output.tensorboard:
+        require_tensorboard()
     device = processes.device
     amp = resolve_precision(config.train.precision, device)
     if config.train.num_threads:
@@ -69,9 +80,11 @@ def train(config: Config, processes: Processes, resume: Path | None = None,
     run_dir = resumed or new_run_dir(config, processes)
     lock = lock_run(run_dir) if processes.is_main else None  # held while training: a second --resume is refused
     log_handler = add_log_file(run_dir / files.TRAIN_LOG) if processes.is_main else None
+    curves = TensorBoardLog(run_dir / files.TENSORBOARD_DIR if processes.is_main and config.output.tensorboard else None)
     try:
-        return _train_in(run_dir, config, data, amp, resume is not None, promote_if_better, processes)
+        return _train_in(run_dir, config, data, amp, resume is not None, promote_if_better, processes, curves)
     finally:
+        curves.close()
         if log_handler is not None:
             remove_handler(log_handler)
         if lock is not None:
@@ -91,23 +104,29 @@ def new_run_dir(config: Config, processes: Processes) -> Path:
 
 
 def _train_in(run_dir: Path, config: Config, data: PreparedData, amp: Any, resuming: bool, promote_if_better: bool,
-              processes: Processes) -> TrainResult:
-    is_main, device = processes.is_main, processes.device
-    if is_main:
-        # a resumed run keeps its started_at and drops what the interruption wrote
-        when = {"resumed_at": now_iso(), "finished_at": None, "message": None} if resuming else {"started_at": now_iso()}
-        write_status(run_dir, RUNNING, experiment=config.experiment, run_id=run_dir.name, **when, device=str(device),
-                     precision=amp.name, world_size=processes.world_size)
-        write_text_atomic(run_dir / files.CONFIG_FILE, resolved_config_yaml(config))
-        compiled = ", torch.compile" if config.train.compile else ""
-        ranks = f", {processes.world_size} processes" if processes.world_size > 1 else ""
-        log.info(f"run folder {run_dir} (device {describe_device(device)}, precision {amp.name}{compiled}{ranks})")
-    trainer, state, meta = build_trainer(config, data, amp, run_dir if resuming else None, processes)
-    if is_main and not resuming:  # epoch 0: a run killed during its first epoch can be resumed too
-        save_checkpoint(run_dir / files.CHECKPOINTS_DIR / files.LAST_CHECKPOINT, last_checkpoint(trainer, state, meta))
+              processes: Processes, curves: TensorBoardLog) -> TrainResult:
+    is_main = processes.is_main
+    try:
+        trainer, state, meta = _set_up(run_dir, config, data, amp, resuming, processes)
+    except SignalInterrupt as stop:  # before the first epoch: nothing to keep, the folder only says what happened
+        if is_main:
+            write_status(run_dir, INTERRUPTED, finished_at=now_iso(),
+                         message=f"stopped by {stop.signal_name} before training began")
+        raise Interrupted(f"interrupted by {stop.signal_name} before training began; {run_dir} is marked "
+                          f"interrupted; start a new run") from None
+    except Exception as exc:  # e.g. an unreadable embeddings file: the run must not look alive or complete
+        if is_main:
+            write_status(run_dir, FAILED, finished_at=now_iso(), message=str(exc).splitlines()[0] if str(exc) else
+                         type(exc).__name__)
+        raise
+
+    def on_epoch_end(state: TrainState, improved: bool) -> None:
+        save_epoch(run_dir, trainer, state, meta, improved)
+        curves.epoch(state.history[-1])
+
     try:
         with trainer.stop:
-            fit(trainer, state, lambda state, improved: save_epoch(run_dir, trainer, state, meta, improved))
+            fit(trainer, state, on_epoch_end)
     except StopRequested as stop:
         # last.pt already holds the end of the last completed epoch (or epoch 0), written atomically. The partial
         # epoch is dropped rather than saved: a resumed run then replays it with the same batch order, RNG state
@@ -127,13 +146,41 @@ def _train_in(run_dir: Path, config: Config, data: PreparedData, amp: Any, resum
         if isinstance(exc, NonFiniteLoss):  # raised by every rank at the same batch, so all can meet here
             processes.barrier()
         raise
-    return finish_run(run_dir, config, state, promote_if_better) if is_main else TrainResult(run_dir, state)
+    if not is_main:
+        return TrainResult(run_dir, state)
+    curves.hparams(config_to_dict(config), state.history, state.best_epoch)
+    return finish_run(run_dir, config, state, promote_if_better)
 
 
-def resolved_config_yaml(config: Config) -> str:
+def _set_up(run_dir: Path, config: Config, data: PreparedData, amp: Any, resuming: bool,
+            processes: Processes) -> tuple[Trainer, TrainState, CheckpointMeta]:
+    """status.json and config.yaml, the model and optimizer, and last.pt as epoch 0."""
+    is_main, device = processes.is_main, processes.device
+    if is_main:
+        # a resumed run keeps its started_at and drops what the interruption wrote
+        when = {"resumed_at": now_iso(), "finished_at": None, "message": None} if resuming else {"started_at": now_iso()}
+        write_status(run_dir, RUNNING, experiment=config.experiment, run_id=run_dir.name, **when, device=str(device),
+                     precision=amp.name, world_size=processes.world_size)
+        write_text_atomic(run_dir / files.CONFIG_FILE, resolved_config_yaml(config, data.meta.get("fingerprint")))
+        compiled = ", torch.compile" if config.train.compile else ""
+        ranks = f", {processes.world_size} processes" if processes.world_size > 1 else ""
+        log.info(f"run folder {run_dir} (device {describe_device(device)}, precision {amp.name}{compiled}{ranks})")
+    trainer, state, meta = build_trainer(config, data, amp, run_dir if resuming else None, processes)
+    if is_main and not resuming:  # epoch 0: a run killed during its first epoch can be resumed too
+        save_checkpoint(run_dir / files.CHECKPOINTS_DIR / files.LAST_CHECKPOINT, last_checkpoint(trainer, state, meta))
+    return trainer, state, meta
+
+
+def resolved_config_yaml(config: Config, prepared_fingerprint: str | None = None) -> str:
+    """The config with absolute paths (so evaluate works from any folder), under a header naming the versions
+    and the prepared data the run was trained from."""
     versions = (f"# textclf {textclf_cli.__version__}, torch {torch.__version__}, "
                 f"python {platform.python_version()}, written {now_iso()}\n")
-    return versions + yaml.safe_dump(config_to_dict(config), sort_keys=False)
+    absolute = with_absolute_paths(config)
+    if prepared_fingerprint:
+        versions += (f"# {PREPARED_FINGERPRINT_COMMENT} {prepared_fingerprint} "
+                     f"({absolute.data.prepared_dir / prepared_fingerprint})\n")
+    return versions + yaml.safe_dump(config_to_dict(absolute), sort_keys=False)
 
 
 def build_trainer(config: Config, data: PreparedData, amp: Any, resume_dir: Path | None,
@@ -211,10 +258,19 @@ def finish_run(run_dir: Path, config: Config, state: TrainState, promote_if_bett
                "best_metric": state.best_metric, "monitor": config.train.monitor}
     write_status(run_dir, COMPLETED, **summary)
     update_latest(run_dir)
-    if not promote_if_better:
-        return TrainResult(run_dir, state)
-    promoted, promotion = promote(run_dir, config.train.monitor, state.best_metric)
-    write_status(run_dir, COMPLETED, promoted=promoted, promotion=promotion)
-    log.info(promotion)  # here, not in cli.py, so that train.log records the decision too
+    if promote_if_better:
+        promoted, promotion = promote(run_dir, config.train.monitor, state.best_metric)
+        write_status(run_dir, COMPLETED, promoted=promoted, promotion=promotion)
+        log.info(promotion)  # here, not in cli.py, so that train.log records the decision too
+    if config.output.keep_runs:
+        keep_newest_runs(run_dir.parent, config.output.keep_runs)
     return TrainResult(run_dir, state)
+
+
+def keep_newest_runs(experiment_dir: Path, keep: int) -> None:
+    """output.keep_runs: prune after a successful train, so a nightly job keeps a bounded disk."""
+    from textclf_cli.prune import prune_runs
+
+    for old_run in prune_runs(experiment_dir, keep):
+        log.info(f"output.keep_runs {keep}: removed {old_run}")
 
