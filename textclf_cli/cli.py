@@ -92,8 +92,8 @@ def handled(command: Callable[..., Any]) -> Callable[..., Any]:
             for line in str(exc).splitlines():
                 print(f"error: {line}", file=sys.stderr)
             raise typer.Exit(exc.exit_code) from None
-        except KeyboardInterrupt:
-            print("error: interrupted", file=sys.stderr)
+        except KeyboardInterrupt as exc:  # SIGTERM too, while the train stage sets up (interrupts.py)
+            print(f"error: interrupted by {getattr(exc, 'signal_name', 'SIGINT')}", file=sys.stderr)
             raise typer.Exit(Interrupted.exit_code) from None
         except typer.Exit:
             raise
@@ -274,6 +274,8 @@ def runs_list(
     from textclf_cli import run_listing
 
     records = run_listing.list_runs(_experiment_dir(path, overrides))
+    if not records:
+        console.log.info(f"no runs under {path}")
     if output_format is RunsFormat.table:
         run_listing.show_table(records)
     else:

@@ -10,14 +10,16 @@ import numpy as np
 
 from textclf_cli import files
 from textclf_cli.checkpoint import LoadedModel, load_model
-from textclf_cli.config import validate_config
-from textclf_cli.data.prepared import EncodedSplit
-from textclf_cli.data.sources import TABLE_FORMATS, read_table
+from textclf_cli.config import Config, validate_config
+from textclf_cli.console import log
+from textclf_cli.data.prepared import EncodedSplit, is_prepared, load_prepared
+from textclf_cli.data.sources import TABLE_FORMATS, LabelledTexts, read_table
 from textclf_cli.device import resolve_device
 from textclf_cli.errors import ConfigError, DataError
 from textclf_cli.inference import encode_texts, log_probabilities
 from textclf_cli.metrics import classification_metrics, classification_report_text
 from textclf_cli.precision import inference_dtype
+from textclf_cli.prepare import fingerprint
 from textclf_cli.report import write_evaluation
 
 
@@ -35,7 +37,7 @@ def evaluate(checkpoint_path: Path, run_dir: Path | None, split: str = "test", d
     if data_file is not None:
         encoded, name = labelled_file(data_file, loaded), f"data-{data_file.stem}"  # never clobbers --split results
     else:
-        encoded, name = prepared_split(loaded, split), split
+        encoded, name = prepared_split(loaded, split, run_dir), split
     log_probs = log_probabilities(loaded.model, encoded, loaded.max_length, loaded.truncate, batch_size, device,
                                   inference_dtype(precision, device))
     predictions = log_probs.argmax(1)
@@ -56,23 +58,68 @@ def labelled_file(path: Path, loaded: LoadedModel) -> EncodedSplit:
         raise ConfigError(f"--data {path}: unknown file type {path.suffix!r}; use .csv, .tsv or .jsonl")
     table = read_table(path, file_format, data["text_column"], data["label_column"], data.get("encoding", "utf-8"),
                        data.get("bad_rows", "skip"))
-    label_index = {label: i for i, label in enumerate(loaded.labels)}
-    for label, row in zip(table.labels, table.rows):
-        if label not in label_index:
-            raise DataError(f"{path}:{row}: label {label!r} was never seen by this model "
-                            f"(it knows: {', '.join(loaded.labels)})")
-    targets = np.array([label_index[label] for label in table.labels], dtype=np.int64)
-    return encode_texts(table.texts, loaded.tokenizer, loaded.vocab, targets)
+    return encode_labelled(table, loaded)
 
 
-def prepared_split(loaded: LoadedModel, split: str) -> EncodedSplit:
-    from textclf_cli.prepare import prepare
-
+def prepared_split(loaded: LoadedModel, split: str, run_dir: Path | None = None) -> EncodedSplit:
+    """The split as prepared for training, read-only; when that data is gone, the raw split encoded with the
+    checkpoint's own tokenizer and vocabulary. Never prepares, downloads or writes anything."""
     config = validate_config(loaded.checkpoint["config"], source=f"{loaded.path} (stored config)")
     if split == "test" and config.data.format != "imdb" and config.data.test is None:
         raise ConfigError("--split test: the run's config has no data.test; pass --data FILE or --split valid")
-    data = prepare(config)
-    if data.vocab != loaded.vocab or data.labels != loaded.labels:
-        raise DataError(f"{data.root}: prepared data does not match {loaded.path} (the input files changed); "
-                        f"evaluate with --data FILE instead")
-    return data.splits[split]
+    root = prepared_root(loaded, config)
+    if root is not None and is_prepared(root):
+        data = load_prepared(root)
+        if data.vocab != loaded.vocab or data.labels != loaded.labels:
+            raise DataError(f"{data.root}: prepared data does not match {loaded.path} (the input files changed); "
+                            f"evaluate with --data FILE instead")
+        if split in data.splits:
+            log.info(f"using prepared data {root}")
+            return data.splits[split]
+    return encode_raw_split(loaded, config, split, root, run_dir)
+
+
+def prepared_root(loaded: LoadedModel, config: Config) -> Path | None:
+    """Where the run's prepared data lives: the fingerprint recorded at training time, or (for older checkpoints)
+    the one the current input files give; None when those files cannot be read either."""
+    key = loaded.checkpoint.get("prepared_fingerprint")
+    if key is None:
+        try:
+            key = fingerprint(config)  # reads the inputs' digests only
+        except DataError:
+            return None
+    return config.data.prepared_dir / key
+
+
+def encode_raw_split(loaded: LoadedModel, config: Config, split: str, root: Path | None,
+                     run_dir: Path | None) -> EncodedSplit:
+    gone = f"the prepared data {root} is gone" if root is not None else "the prepared data cannot be found"
+    try:
+        texts = raw_split(config, split)
+    except DataError as exc:
+        hint = (f"run `textclf prepare {run_dir / files.CONFIG_FILE}` once the files exist again, or "
+                if run_dir is not None else "")
+        raise DataError(f"--split {split}: {gone} and the raw data cannot be read ({exc}); {hint}"
+                        f"evaluate a labelled file with --data FILE") from None
+    log.info(f"{gone}: encoding the {split} split of {texts.source} with the checkpoint's tokenizer and vocabulary")
+    return encode_labelled(texts, loaded)
+
+
+def raw_split(config: Config, split: str) -> LabelledTexts:
+    """One split read from the run's input files, exactly as prepare reads it (the same seeded validation carve)."""
+    from textclf_cli.prepare import read_splits
+
+    if split == "test" and config.data.format != "imdb":
+        data = config.data
+        return read_table(data.test, data.format, data.text_column, data.label_column, data.encoding, data.bad_rows)
+    return read_splits(config)[split]
+
+
+def encode_labelled(texts: LabelledTexts, loaded: LoadedModel) -> EncodedSplit:
+    label_index = {label: i for i, label in enumerate(loaded.labels)}
+    for label, row in zip(texts.labels, texts.rows or range(1, len(texts) + 1)):
+        if label not in label_index:
+            raise DataError(f"{texts.source}:{row}: label {label!r} was never seen by this model "
+                            f"(it knows: {', '.join(loaded.labels)})")
+    targets = np.array([label_index[label] for label in texts.labels], dtype=np.int64)
+    return encode_texts(texts.texts, loaded.tokenizer, loaded.vocab, targets)

@@ -152,10 +152,13 @@ def format_csv(records: list[RunRecord]) -> str:
 
 
 def show_table(records: list[RunRecord]) -> None:
+    from rich.console import Console
     from rich.table import Table
 
-    from textclf_cli.console import stdout
+    from textclf_cli.console import is_interactive, stdout
 
+    # piped into a file or grep, rows stay whole instead of wrapping at 80 columns
+    console = stdout if is_interactive() else Console(width=100_000, soft_wrap=True)
     table = Table()
     for column in ("experiment", "run", "status", "epochs", "best", "test acc", "test f1", "duration", "tag",
                    "folder"):
@@ -165,4 +168,4 @@ def show_table(records: list[RunRecord]) -> None:
         table.add_row(record.experiment, record.run_id, record.status, "" if record.epochs is None else str(record.epochs),
                       best, number(record.test_accuracy), number(record.test_f1_macro),
                       format_duration(record.duration_s), ",".join(record.tags), record.path)
-    stdout.print(table)
+    console.print(table)
