@@ -12,6 +12,8 @@
 #   TEXTCLF_DIR  folder to run in (relative config and runs paths start here); default: this repository
 #   TEXTCLF_LOG  log file; default: logs/cron_retrain.log under TEXTCLF_DIR
 #   TEXTCLF      the command to run; default: textclf (cron's PATH is short: give a full path if needed)
+#   TEXTCLF_KEEP_RUNS  runs to keep per experiment (output.keep_runs: older finished runs are deleted after a
+#                successful train; best, latest and live runs never are); default 30; "all" keeps every run
 # Extra arguments after CONFIG go to `textclf train` (e.g. --set train.epochs=10).
 set -uo pipefail
 
@@ -25,12 +27,17 @@ cd "${TEXTCLF_DIR:-$(dirname "$0")/..}" || exit 2
 log=${TEXTCLF_LOG:-logs/cron_retrain.log}
 mkdir -p "$(dirname "$log")" || exit 2
 read -r -a textclf <<< "${TEXTCLF:-textclf}"
+keep=${TEXTCLF_KEEP_RUNS:-30}
+retention=()
+if [ "$keep" != "all" ]; then
+    retention=(--set "output.keep_runs=$keep")  # a bounded disk: textclf prunes after each successful train
+fi
 
 stamp() { date -u +%Y-%m-%dT%H:%M:%S; }
 
 echo "$(stamp) cron_retrain: start $config" >> "$log"
 # stdout is the run folder; stderr (one timestamped line per epoch, the promotion decision, errors) is the log
-run_dir=$("${textclf[@]}" train "$config" --promote-if-better "$@" 2>> "$log")
+run_dir=$("${textclf[@]}" train "$config" --promote-if-better "${retention[@]}" "$@" 2>> "$log")
 code=$?
 if [ "$code" -eq 0 ]; then
     echo "$(stamp) cron_retrain: ok $run_dir" >> "$log"

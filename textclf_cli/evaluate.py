@@ -101,7 +101,7 @@ def encode_raw_split(loaded: LoadedModel, config: Config, split: str, root: Path
                 if run_dir is not None else "")
         raise DataError(f"--split {split}: {gone} and the raw data cannot be read ({exc}); {hint}"
                         f"evaluate a labelled file with --data FILE") from None
-    log.info(f"{gone}: encoding the {split} split of {texts.source} with the checkpoint's tokenizer and vocabulary")
+    log.warning(f"{gone}: encoding the {split} split of {texts.source} with the checkpoint's tokenizer and vocabulary")
     return encode_labelled(texts, loaded)
 
 

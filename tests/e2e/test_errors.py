@@ -549,3 +549,15 @@ def test_unsafe_tar_members_are_ignored_and_nothing_is_written_outside(tmp_path,
     splits = read_imdb(archive)
     assert len(splits["train"]) == 12 and len(splits["test"]) == 12  # only the 12 safe reviews per split
     assert not any("escaped" in text for text in splits["train"].texts)
+
+
+def test_predict_checks_its_options_before_loading_a_model_or_reading_input(tmp_path):
+    # neither the target nor the input exists: the option mistake is what gets reported
+    missing_run, missing_input = tmp_path / "no-run", tmp_path / "no-input.txt"
+    result = run_cli("predict", str(missing_run), "--input", str(missing_input), "--format", "table",
+                     "--output", str(tmp_path / "out.txt"))
+    assert result.exit_code == 2
+    assert result.stderr.strip() == "error: predict: --output needs --format jsonl or csv (the table is for the terminal)"
+    result = run_cli("predict", str(missing_run), "--format", "jsonl", "--output", str(tmp_path), "some text")
+    assert result.exit_code == 2 and "is a folder; name a file" in result.stderr
+    assert not (tmp_path / "out.txt").exists()

@@ -283,9 +283,9 @@ def test_without_a_terminal_one_timestamped_line_per_epoch(tmp_path):
 # the cron script
 
 
-def run_cron(tmp_path: Path, config: Path) -> subprocess.CompletedProcess:
+def run_cron(tmp_path: Path, config: Path, **extra_env: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, TEXTCLF=f"{sys.executable} -m textclf_cli", TEXTCLF_DIR=str(tmp_path),
-               TEXTCLF_LOG=str(tmp_path / "logs/cron.log"), PYTHONPATH=str(REPO))
+               TEXTCLF_LOG=str(tmp_path / "logs/cron.log"), PYTHONPATH=str(REPO), **extra_env)
     return subprocess.run(["bash", str(REPO / "scripts/cron_retrain.sh"), str(config)], env=env,
                           capture_output=True, text=True, timeout=120)
 
@@ -305,6 +305,18 @@ def test_cron_script_twice_keeps_the_best_run(tmp_path):
     log = (tmp_path / "logs/cron.log").read_text()
     assert f"cron_retrain: ok {run1}" in log and f"cron_retrain: ok {run2}" in log
     assert "promoted best -> " in log and f"kept best -> {run1.name}" in log
+
+
+def test_cron_script_keeps_a_bounded_number_of_runs(tmp_path):
+    experiment = tmp_path / "runs/tiny"
+    old = [fake_run(experiment, f"2020010{day}-000000", 0.5) for day in (1, 2, 3)]
+    config = tiny_config(tmp_path, train={"epochs": 1, "num_threads": 1})
+    result = run_cron(tmp_path, config, TEXTCLF_KEEP_RUNS="2")
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+    [new] = [run for run in experiment.glob("2*") if run not in old]
+    assert sorted(run.name for run in experiment.glob("2*")) == [old[2].name, new.name]
+    log = (tmp_path / "logs/cron.log").read_text()
+    assert f"output.keep_runs 2: removed {old[0]}" in log and f"output.keep_runs 2: removed {old[1]}" in log
 
 
 def test_cron_script_passes_the_exit_code_on(tmp_path):
