@@ -59,7 +59,7 @@ class DistributedRun:
 def ddp_run(tmp_path_factory) -> DistributedRun:
     """One uninterrupted 2-process run of EPOCHS epochs (shared: torchrun start-up costs seconds per process)."""
     root = tmp_path_factory.mktemp("ddp")
-    config = tiny_config(root, train={"epochs": EPOCHS})
+    config = tiny_config(root, train={"epochs": EPOCHS}, output={"runs_dir": str(root / "runs"), "tensorboard": True})
     return DistributedRun(root, config, torchrun("train", str(config), cwd=root))
 
 
@@ -67,7 +67,9 @@ def test_two_processes_write_exactly_one_run_folder(ddp_run):
     assert ddp_run.result.returncode == 0, ddp_run.result.stderr
     [run_dir] = run_folders(ddp_run.root)
     assert ddp_run.result.stdout.splitlines() == [str(run_dir)]  # printed by rank 0 alone
-    assert files_in(run_dir) == RUN_FILES
+    tensorboard = {name for name in files_in(run_dir) if name.startswith("tensorboard/")}
+    assert files_in(run_dir) - tensorboard == RUN_FILES
+    assert len(tensorboard) == 2  # rank 0's scalars and hparams event files; rank 1 writes none
     status = read_json(run_dir / "status.json")
     assert (status["status"], status["world_size"], status["epochs_completed"]) == ("completed", 2, EPOCHS)
     assert pd.read_csv(run_dir / "history.csv")["epoch"].tolist() == list(range(1, EPOCHS + 1))
