@@ -19,7 +19,7 @@ from textclf_cli.errors import ConfigError, DataError
 from textclf_cli.inference import encode_texts, log_probabilities
 from textclf_cli.metrics import classification_metrics, classification_report_text
 from textclf_cli.precision import inference_dtype
-from textclf_cli.prepare import fingerprint
+from textclf_cli.prepare import fingerprint, read_splits
 from textclf_cli.report import write_evaluation
 
 
@@ -107,8 +107,6 @@ def encode_raw_split(loaded: LoadedModel, config: Config, split: str, root: Path
 
 def raw_split(config: Config, split: str) -> LabelledTexts:
     """One split read from the run's input files, exactly as prepare reads it (the same seeded validation carve)."""
-    from textclf_cli.prepare import read_splits
-
     if split == "test" and config.data.format != "imdb":
         data = config.data
         return read_table(data.test, data.format, data.text_column, data.label_column, data.encoding, data.bad_rows)

@@ -146,12 +146,11 @@ def lock_run(run_dir: Path) -> RunLock:
 
 
 def try_lock_run(run_dir: Path) -> RunLock | None:
-    """The run's lock when no process holds it (release it soon), else None: a process is training there."""
+    """The run's lock when no process holds it (release it soon), else None: a process is training there, or
+    the folder cannot be opened, and then callers play safe and treat it as live."""
     try:
         return lock_run(run_dir)
-    except RunError:
-        return None
-    except OSError:  # vanished or unreadable folder: nobody can be training in it
+    except (RunError, OSError):
         return None
 
 
@@ -186,12 +185,17 @@ def mark_stale_runs(experiment_dir: Path) -> list[Path]:
         if lock is None:  # live
             continue
         try:
+            status = read_status(run_dir) or {}  # again, under the lock: a resume may have run meanwhile
+            if status.get("status") != RUNNING:
+                continue
             pid = status.get("pid", "unknown")
             status.update(status=STALE, stale_since=now_iso(),
                           message=f"the process training it (pid {pid}) is gone (killed or power cut); "
                                   f"continue it with textclf train CONFIG --resume {run_dir}")
             write_json_atomic(run_dir / files.STATUS_FILE, status)
             marked.append(run_dir)
+        except OSError:  # e.g. a read-only runs folder served to predict: listing still says stale
+            pass
         finally:
             lock.release()
     return marked
