@@ -241,7 +241,7 @@ def sidecar_content(loaded: LoadedModel, export_format: str, model_file: Path) -
                        "head_tail": "keep the first max_length // 4 tokens and the last max_length - max_length // 4"}
         [loaded.truncate],
         "empty_text": f"a text with no tokens is one token {PAD_ID} with length 1",
-        "source_checkpoint": str(loaded.path),
+        "source_checkpoint": str(loaded.path.resolve()),
         "epoch": checkpoint.get("epoch"),
         "exported_at": now_iso(),
         "versions": {"textclf": textclf_cli.__version__, "torch": str(torch.__version__)},
