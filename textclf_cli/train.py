@@ -148,8 +148,9 @@ def _train_in(run_dir: Path, config: Config, data: PreparedData, amp: Any, resum
         raise
     if not is_main:
         return TrainResult(run_dir, state)
-    curves.hparams(config_to_dict(config), state.history, state.best_epoch)
-    return finish_run(run_dir, config, state, promote_if_better)
+    with trainer.stop:  # the run is trained: a signal now waits until it is recorded as completed
+        curves.hparams(config_to_dict(config), state.history, state.best_epoch)
+        return finish_run(run_dir, config, state, promote_if_better)
 
 
 def _set_up(run_dir: Path, config: Config, data: PreparedData, amp: Any, resuming: bool,
