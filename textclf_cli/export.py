@@ -138,6 +138,13 @@ def export_model(checkpoint: Path, export_format: str, output: Path) -> ExportRe
     return ExportResult(output, sidecar, difference)
 
 
+OUTPUT_MEANING = {
+    "multiclass": "softmax probability of each label, columns in `labels` order; the label is the most likely one",
+    "multilabel": "sigmoid probability of each label, columns in `labels` order; a text has every label whose "
+                  "probability is >= its entry in `thresholds`",
+}
+
+
 def task_of(loaded: LoadedModel) -> str:
     return str(loaded.checkpoint.get("task", "multiclass"))
 
@@ -227,8 +234,7 @@ def sidecar_content(loaded: LoadedModel, export_format: str, model_file: Path) -
             "lengths": {"dtype": "int64", "shape": ["batch"], "meaning": "tokens of each text before padding, >= 1"},
         },
         "outputs": {
-            "probabilities": {"dtype": "float32", "shape": ["batch", "labels"],
-                              "meaning": "probability of each label, columns in `labels` order"},
+            "probabilities": {"dtype": "float32", "shape": ["batch", "labels"], "meaning": OUTPUT_MEANING.get(task_of(loaded), "")},
         },
         "tokenizer": tokenizer,
         "preprocessing": preprocessing_steps(tokenizer),
