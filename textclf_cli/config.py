@@ -74,6 +74,7 @@ class CNNConfig(EmbeddingSettings):
     filter_sizes: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [3, 4, 5], min_length=1)
     dropout: float = Field(0.5, ge=0.0, lt=1.0)
     pooling: Literal["max", "max_mean"] = "max"
+    word_dropout: float = Field(0.0, ge=0.0, lt=1.0)
 
 
 class LSTMConfig(EmbeddingSettings):
@@ -83,6 +84,7 @@ class LSTMConfig(EmbeddingSettings):
     bidirectional: bool = True
     dropout: float = Field(0.5, ge=0.0, lt=1.0)
     pooling: Literal["last", "max", "mean", "max_mean"] = "last"
+    word_dropout: float = Field(0.0, ge=0.0, lt=1.0)
 
 
 class BagConfig(EmbeddingSettings):

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from textclf_cli.models.init import init_embedding
+from textclf_cli.models.word_dropout import WordDropout
 
 
 def reverse_within_length(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -32,12 +33,14 @@ class LSTMClassifier(nn.Module):
         bidirectional: bool = True,
         dropout: float = 0.5,
         pooling: str = "last",
+        word_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         self.bidirectional = bidirectional
         self.pooling = pooling
         self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=0)
         init_embedding(self.embedding)
+        self.word_dropout = WordDropout(word_dropout)
         directions = 2 if bidirectional else 1
         self.forward_layers = nn.ModuleList()
         self.backward_layers = nn.ModuleList()
@@ -51,7 +54,7 @@ class LSTMClassifier(nn.Module):
         self.classifier = nn.Linear(hidden_size * directions * per_state, num_classes)
 
     def forward(self, token_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        x = self.dropout(self.embedding(token_ids))  # (B, T) -> (B, T, E)
+        x = self.dropout(self.word_dropout(self.embedding(token_ids)))  # (B, T) -> (B, T, E)
         for index, forward_lstm in enumerate(self.forward_layers):
             if index > 0:
                 x = self.dropout(x)
