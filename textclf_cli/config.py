@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from textclf_cli.errors import ConfigError
 
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+AUTO = "auto"  # a value the train stage resolves from the training data (textclf_cli/auto.py)
 MONITORS = ("valid_f1_macro", "valid_accuracy", "valid_loss")
 
 
@@ -58,8 +59,8 @@ class TokenizerConfig(Strict):
 class VocabConfig(Strict):
     max_size: int = Field(30000, ge=3)
     min_freq: int = Field(2, ge=1)
-    max_length: int = Field(400, ge=1)
-    truncate: Literal["head", "tail", "head_tail"] = "head"
+    max_length: Annotated[int, Field(ge=1)] | Literal["auto"] = AUTO
+    truncate: Literal["head", "tail", "head_tail"] = "head_tail"
 
 
 class EmbeddingSettings(Strict):
@@ -101,7 +102,7 @@ MODEL_CLASSES: dict[str, type[Strict]] = {"cnn": CNNConfig, "lstm": LSTMConfig, 
 
 
 class TrainConfig(Strict):
-    epochs: int = Field(5, ge=1)
+    epochs: int = Field(10, ge=1)  # an upper bound: early stopping usually ends a run well before it
     batch_size: int = Field(64, ge=1)
     optimizer: Literal["adam", "adamw", "sgd", "adagrad"] = "adam"
     lr: float = Field(1e-3, gt=0.0)
@@ -110,7 +111,7 @@ class TrainConfig(Strict):
     scheduler: Literal["none", "linear", "cosine"] = "none"
     warmup_epochs: float = Field(0.0, ge=0.0)
     grad_clip: float | None = Field(5.0, gt=0.0)
-    early_stopping_patience: int | None = Field(3, ge=1)
+    early_stopping_patience: int | None = Field(2, ge=1)
     monitor: str = "valid_f1_macro"
     class_weights: Literal["none", "balanced"] = "none"
     bucket_chunk: int = Field(50, ge=1)
@@ -330,4 +331,5 @@ def _flat_differences(left: Any, right: Any, prefix: str = "") -> list[str]:
     if isinstance(left, dict) and isinstance(right, dict):
         keys = sorted(set(left) | set(right))
         return [diff for key in keys for diff in _flat_differences(left.get(key), right.get(key), f"{prefix}{key}.")]
-    return [] if left == right else [prefix.rstrip(".")]
+    # `auto` resolves the same way on the same data, which the other keys pin down
+    return [] if left == right or right == AUTO else [prefix.rstrip(".")]

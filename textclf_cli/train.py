@@ -15,6 +15,7 @@ from torch import nn
 import textclf_cli
 from textclf_cli import files
 from textclf_cli.atomic import write_text_atomic
+from textclf_cli.auto import resolve_auto
 from textclf_cli.checkpoint import (
     CheckpointMeta,
     checkpoint_meta,
@@ -75,6 +76,7 @@ def _train(config: Config, processes: Processes, resume: Path | None, promote_if
         torch.set_num_threads(config.train.num_threads)
     resumed = resume_run_dir(config, resume) if resume else None  # refuse a bad --resume before preparing data
     data = prepare_once(config, processes)
+    config = resolve_auto(config, data)
     if "valid" not in data.splits:
         raise ConfigError("data: no validation split; set data.valid or data.valid_fraction")
     run_dir = resumed or new_run_dir(config, processes)

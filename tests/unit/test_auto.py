@@ -1,0 +1,41 @@
+"""`auto` settings resolved from the training data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from textclf_cli.auto import MAX_AUTO_LENGTH, auto_max_length, resolve_auto
+from textclf_cli.config import check_resumable, validate_config
+from textclf_cli.data.prepared import EncodedSplit, PreparedData
+from textclf_cli.data.text import TokenizerSettings
+
+
+def prepared_with_lengths(lengths: list[int]) -> PreparedData:
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    split = EncodedSplit(np.ones(int(offsets[-1]), dtype=np.int32), offsets, np.zeros(len(lengths), dtype=np.int64))
+    return PreparedData(Path(), ["<pad>", "<unk>"], ["a", "b"], TokenizerSettings(), {"train": split}, {})
+
+
+def test_auto_max_length_covers_97_percent_rounded_to_the_batch_width() -> None:
+    lengths = np.arange(1, 1001)  # 97% quantile 970.03 -> 992 (a multiple of 32)
+    assert auto_max_length(lengths) == 992
+    assert auto_max_length(np.array([3, 5, 9])) == 32  # short sentences: one width step
+    assert auto_max_length(np.full(10, 50_000)) == MAX_AUTO_LENGTH
+    assert auto_max_length(np.array([], dtype=np.int64)) == 32
+
+
+def test_resolve_auto_writes_the_number_and_leaves_explicit_values() -> None:
+    config = validate_config({"experiment": "e", "data": {"train": "t.csv"}}, "test")
+    data = prepared_with_lengths([10] * 99 + [500])
+    resolved = resolve_auto(config, data)
+    assert resolved.vocab.max_length == 32 and config.vocab.max_length == "auto"
+    explicit = validate_config({"experiment": "e", "data": {"train": "t.csv"}, "vocab": {"max_length": 64}}, "test")
+    assert resolve_auto(explicit, data).vocab.max_length == 64
+
+
+def test_a_run_with_a_resolved_auto_length_can_be_resumed_with_auto() -> None:
+    current = validate_config({"experiment": "e", "data": {"train": "t.csv"}}, "test")
+    stored = validate_config({"experiment": "e", "data": {"train": "t.csv"}, "vocab": {"max_length": 96}}, "test")
+    check_resumable(stored, current, Path("runs/e/1"))  # no error
