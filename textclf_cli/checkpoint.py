@@ -57,6 +57,8 @@ class CheckpointMeta:
     config: dict[str, Any] = field(default_factory=dict)  # the resolved config, as config_to_dict writes it
     versions: dict[str, str] = field(default_factory=dict)  # textclf and torch that wrote the file
     prepared_fingerprint: str | None = None  # the prepared data trained on (evaluate reads it, never rebuilds it)
+    task: str = "multiclass"  # or multilabel (files from before multi-label have no task: multiclass)
+    label_separator: str = "|"  # multilabel: joins a label set in CSV output
 
     def to_dict(self) -> dict[str, Any]:
         values = {item.name: getattr(self, item.name) for item in fields(self)}
@@ -82,6 +84,7 @@ def checkpoint_meta(config: Config, data: PreparedData, model_kwargs: dict[str, 
         config=config_to_dict(with_absolute_paths(config)),  # absolute: evaluate works from any folder
         versions={"textclf": textclf_cli.__version__, "torch": str(torch.__version__)},
         prepared_fingerprint=data.meta.get("fingerprint"),
+        task=config.task, label_separator=config.data.label_separator,
     )
 
 
@@ -105,7 +108,8 @@ def last_checkpoint(trainer: Trainer, state: TrainState, meta: CheckpointMeta) -
         "state": state.to_dict(),
     }
     metrics = state.history[-1] if state.history else {}
-    return new_checkpoint(trainer.plain_model, meta, epoch=state.epoch, metrics=metrics, training=training)
+    return new_checkpoint(trainer.plain_model, meta, epoch=state.epoch, metrics=metrics, training=training,
+                          thresholds=state.thresholds)
 
 
 def restore_training_state(trainer: Trainer, run_dir: Path) -> TrainState:
@@ -153,6 +157,9 @@ class LoadedModel:
     truncate: str
     checkpoint: dict[str, Any]
     path: Path
+    task: str = "multiclass"
+    thresholds: list[float] | None = None  # multilabel: decision threshold per label
+    label_separator: str = "|"  # multilabel: joins label sets in CSV output
 
 
 def load_model(path: Path, device: torch.device) -> LoadedModel:
@@ -164,4 +171,8 @@ def load_model(path: Path, device: torch.device) -> LoadedModel:
     except (KeyError, TypeError, RuntimeError) as exc:
         raise RunError(f"{path}: checkpoint is incomplete or does not match its model ({str(exc)[:160]})") from None
     model.to(device).eval()
-    return LoadedModel(model, meta.vocab, meta.labels, meta.tokenizer, meta.max_length, meta.truncate, checkpoint, path)
+    thresholds = checkpoint.get("thresholds")  # multilabel: per label, from the saved epoch
+    if meta.task == "multilabel" and (not isinstance(thresholds, list) or len(thresholds) != len(meta.labels)):
+        raise RunError(f"{path}: multi-label checkpoint without one decision threshold per label; retrain it")
+    return LoadedModel(model, meta.vocab, meta.labels, meta.tokenizer, meta.max_length, meta.truncate, checkpoint, path,
+                       meta.task, thresholds, meta.label_separator)

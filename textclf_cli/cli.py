@@ -198,15 +198,18 @@ def evaluate(
     """Accuracy, precision, recall, F1, confusion matrix; written to the run folder."""
     console.setup_logging(quiet)
     from textclf_cli.evaluate import evaluate as evaluate_model
-    from textclf_cli.report import show_metrics
+    from textclf_cli.report import show_metrics, show_multilabel_metrics
 
     checkpoint, run_dir = _resolve_target(target, overrides)
     result = evaluate_model(checkpoint, run_dir, split=split.value, data_file=data, device_spec=device,
                             precision=precision.value, batch_size=batch_size)
+    metrics, multilabel = result.metrics, "per_label" in result.metrics
     if not quiet:
-        show_metrics(result.metrics, f"{result.name}: {checkpoint}")
-    console.result(f"accuracy {result.metrics['accuracy']:.4f} f1_macro {result.metrics['f1_macro']:.4f} "
-                   f"on {result.metrics['num_examples']} examples; written to {result.out_dir}")
+        (show_multilabel_metrics if multilabel else show_metrics)(metrics, f"{result.name}: {checkpoint}")
+    headline = (f"f1_micro {metrics['f1_micro']:.4f} f1_macro {metrics['f1_macro']:.4f} subset_accuracy "
+                f"{metrics['subset_accuracy']:.4f}" if multilabel
+                else f"accuracy {metrics['accuracy']:.4f} f1_macro {metrics['f1_macro']:.4f}")
+    console.result(f"{headline} on {metrics['num_examples']} examples; written to {result.out_dir}")
 
 
 @app.command()
@@ -240,7 +243,8 @@ def predict(
     if output_format is OutputFormat.table:
         predicting.show_table(records)
         return
-    text = (predicting.format_csv(records, predictions.labels) if output_format is OutputFormat.csv
+    separator = predictions.label_separator if predictions.multilabel else None
+    text = (predicting.format_csv(records, predictions.labels, separator) if output_format is OutputFormat.csv
             else predicting.format_jsonl(records))
     if output is None:
         sys.stdout.write(text)

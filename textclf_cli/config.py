@@ -14,7 +14,7 @@ from textclf_cli.errors import ConfigError
 
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 AUTO = "auto"  # a value the train stage resolves from the training data (textclf_cli/auto.py)
-MONITORS = ("valid_f1_macro", "valid_accuracy", "valid_loss")
+MONITORS = ("valid_f1_macro", "valid_accuracy", "valid_loss", "valid_f1_micro")
 
 
 class Strict(BaseModel):
@@ -28,6 +28,7 @@ class DataConfig(Strict):
     valid: Path | None = None
     text_column: str = "text"
     label_column: str = "label"
+    label_separator: str = Field("|", min_length=1)  # task multilabel: splits a CSV/TSV label field into labels
     valid_fraction: float = Field(0.1, gt=0.0, lt=1.0)
     encoding: str = "utf-8"
     bad_rows: Literal["skip", "error"] = "skip"
@@ -114,11 +115,23 @@ class TrainConfig(Strict):
     early_stopping_patience: int | None = Field(2, ge=1)
     monitor: str = "valid_f1_macro"
     class_weights: Literal["none", "balanced"] = "none"
+    pos_weight: Literal["none", "balanced"] = "none"  # task multilabel: BCE weight of each label's positives
+    # task multilabel: one decision threshold for every label, or per_label ones tuned for F1 on validation
+    threshold: float | Literal["per_label"] = 0.5
     bucket_chunk: int = Field(50, ge=1)
     eval_batch_size: int = Field(128, ge=1)
     num_threads: int | None = Field(None, ge=1)
     precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"
     compile: bool = False
+
+    @field_validator("threshold", mode="before")
+    @classmethod
+    def _threshold_in_range(cls, value: Any) -> Any:
+        if value == "per_label":
+            return value
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value < 1.0:
+            raise ValueError("must be a probability between 0 and 1 (exclusive), or per_label")
+        return float(value)
 
     @field_validator("monitor")
     @classmethod
@@ -138,6 +151,7 @@ class Config(Strict):
     experiment: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
     seed: int = 42
     device: str = "auto"
+    task: Literal["multiclass", "multilabel"] = "multiclass"
     data: DataConfig
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
     vocab: VocabConfig = Field(default_factory=VocabConfig)
@@ -169,6 +183,23 @@ class Config(Strict):
                              "(or sgd with train.momentum: 0); or set model.sparse: false")
         if sparse and self.train.weight_decay:
             raise ValueError("model.sparse: sparse embedding gradients cannot use train.weight_decay; set it to 0")
+        return self
+
+    @model_validator(mode="after")
+    def _task_settings_match(self) -> Config:
+        train = self.train
+        if self.task == "multiclass":
+            for key, value, default in (("pos_weight", train.pos_weight, "none"), ("threshold", train.threshold, 0.5)):
+                if value != default:
+                    raise ValueError(f"train.{key}: only applies to task: multilabel; remove it or set task: multilabel")
+            if train.monitor == "valid_f1_micro":
+                raise ValueError("train.monitor: valid_f1_micro needs task: multilabel (for one label per text it "
+                                 "equals valid_accuracy)")
+            return self
+        if self.data.format == "imdb":
+            raise ValueError("data.format: imdb has one label per review; task: multilabel needs csv, tsv or jsonl")
+        if train.class_weights != "none":
+            raise ValueError("train.class_weights: use train.pos_weight: balanced for task: multilabel")
         return self
 
 

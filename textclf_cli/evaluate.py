@@ -16,11 +16,16 @@ from textclf_cli.data.prepared import EncodedSplit, is_prepared, load_prepared
 from textclf_cli.data.sources import TABLE_FORMATS, LabelledTexts, read_table
 from textclf_cli.device import resolve_device
 from textclf_cli.errors import ConfigError, DataError
-from textclf_cli.inference import encode_texts, log_probabilities
-from textclf_cli.metrics import classification_metrics, classification_report_text
+from textclf_cli.inference import encode_texts, log_probabilities, model_logits
+from textclf_cli.metrics import (
+    classification_metrics,
+    classification_report_text,
+    multilabel_metrics,
+    multilabel_report_text,
+)
 from textclf_cli.precision import inference_dtype
 from textclf_cli.prepare import fingerprint, read_splits
-from textclf_cli.report import write_evaluation
+from textclf_cli.report import write_evaluation, write_multilabel_evaluation
 
 
 @dataclass
@@ -38,17 +43,34 @@ def evaluate(checkpoint_path: Path, run_dir: Path | None, split: str = "test", d
         encoded, name = labelled_file(data_file, loaded), f"data-{data_file.stem}"  # never clobbers --split results
     else:
         encoded, name = prepared_split(loaded, split, run_dir), split
-    log_probs = log_probabilities(loaded.model, encoded, loaded.max_length, loaded.truncate, batch_size, device,
-                                  inference_dtype(precision, device))
-    predictions = log_probs.argmax(1)
-    metrics = classification_metrics(encoded.targets, predictions, loaded.labels)
+    dtype = inference_dtype(precision, device)
+    if loaded.task == "multilabel":
+        metrics, report_text = score_multilabel(loaded, encoded, batch_size, device, dtype)
+    else:
+        log_probs = log_probabilities(loaded.model, encoded, loaded.max_length, loaded.truncate, batch_size, device,
+                                      dtype)
+        predictions = log_probs.argmax(1)
+        metrics = classification_metrics(encoded.targets, predictions, loaded.labels)
+        report_text = classification_report_text(encoded.targets, predictions, loaded.labels)
     metrics.update(checkpoint=str(checkpoint_path), data=str(data_file) if data_file else split,
                    checkpoint_epoch=loaded.checkpoint.get("epoch"))
-    report_text = classification_report_text(encoded.targets, predictions, loaded.labels)
     base = run_dir if run_dir is not None else checkpoint_path.parent
     out_dir = base / files.EVALUATION_DIR / name
-    write_evaluation(out_dir, metrics, report_text)
+    write = write_multilabel_evaluation if loaded.task == "multilabel" else write_evaluation
+    write(out_dir, metrics, report_text)
     return EvaluationResult(metrics, out_dir, name)
+
+
+def score_multilabel(loaded: LoadedModel, encoded: EncodedSplit, batch_size: int, device: Any,
+                     dtype: Any) -> tuple[dict[str, Any], str]:
+    """Metrics and report of the label sets the checkpoint's thresholds pick (what predict would output)."""
+    from textclf_cli.multilabel import decide, sigmoid
+
+    logits = model_logits(loaded.model, encoded, loaded.max_length, loaded.truncate, batch_size, device, dtype)
+    predictions = decide(sigmoid(logits), np.array(loaded.thresholds))
+    metrics = multilabel_metrics(encoded.targets, predictions, loaded.labels)
+    metrics["thresholds"] = dict(zip(loaded.labels, loaded.thresholds))
+    return metrics, multilabel_report_text(encoded.targets, predictions, loaded.labels)
 
 
 def labelled_file(path: Path, loaded: LoadedModel) -> EncodedSplit:
@@ -57,7 +79,7 @@ def labelled_file(path: Path, loaded: LoadedModel) -> EncodedSplit:
     if file_format is None:
         raise ConfigError(f"--data {path}: unknown file type {path.suffix!r}; use .csv, .tsv or .jsonl")
     table = read_table(path, file_format, data["text_column"], data["label_column"], data.get("encoding", "utf-8"),
-                       data.get("bad_rows", "skip"))
+                       data.get("bad_rows", "skip"), loaded.label_separator if loaded.task == "multilabel" else None)
     return encode_labelled(table, loaded)
 
 
@@ -109,15 +131,21 @@ def raw_split(config: Config, split: str) -> LabelledTexts:
     """One split read from the run's input files, exactly as prepare reads it (the same seeded validation carve)."""
     if split == "test" and config.data.format != "imdb":
         data = config.data
-        return read_table(data.test, data.format, data.text_column, data.label_column, data.encoding, data.bad_rows)
+        separator = data.label_separator if config.task == "multilabel" else None
+        return read_table(data.test, data.format, data.text_column, data.label_column, data.encoding, data.bad_rows,
+                          separator)
     return read_splits(config)[split]
 
 
 def encode_labelled(texts: LabelledTexts, loaded: LoadedModel) -> EncodedSplit:
-    label_index = {label: i for i, label in enumerate(loaded.labels)}
-    for label, row in zip(texts.labels, texts.rows or range(1, len(texts) + 1)):
-        if label not in label_index:
-            raise DataError(f"{texts.source}:{row}: label {label!r} was never seen by this model "
-                            f"(it knows: {', '.join(loaded.labels)})")
-    targets = np.array([label_index[label] for label in texts.labels], dtype=np.int64)
+    """Texts with labels (multilabel: label sets) the model knows -> an EncodedSplit with its targets."""
+    from textclf_cli.prepare import label_targets
+
+    multilabel, known = loaded.task == "multilabel", set(loaded.labels)
+    for labels, row in zip(texts.labels, texts.rows or range(1, len(texts) + 1)):
+        for label in labels if multilabel else [labels]:
+            if label not in known:
+                raise DataError(f"{texts.source}:{row}: label {label!r} was never seen by this model "
+                                f"(it knows: {', '.join(loaded.labels)})")
+    targets = label_targets(texts.labels, loaded.labels, multilabel)
     return encode_texts(texts.texts, loaded.tokenizer, loaded.vocab, targets)

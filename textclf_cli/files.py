@@ -19,6 +19,8 @@ METRICS_FILE = "metrics.json"
 REPORT_FILE = "classification_report.txt"
 CONFUSION_CSV = "confusion_matrix.csv"
 CONFUSION_PNG = "confusion_matrix.png"
+PER_LABEL_CSV = "per_label.csv"  # multilabel: threshold, precision, recall, f1, support, tn, fp, fn, tp per label
+PER_LABEL_F1_PNG = "per_label_f1.png"  # multilabel
 
 # prepared data: data/prepared/<fingerprint>/
 PREPARED_META = "meta.json"

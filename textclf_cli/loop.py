@@ -18,8 +18,8 @@ from textclf_cli.console import EpochProgress, log
 from textclf_cli.data.loader import batch_indices, clipped_lengths, collate
 from textclf_cli.data.prepared import EncodedSplit
 from textclf_cli.errors import RunError
-from textclf_cli.inference import log_probabilities
-from textclf_cli.metrics import classification_metrics, is_better
+from textclf_cli.inference import log_probabilities, model_logits
+from textclf_cli.metrics import classification_metrics, is_better, multilabel_metrics
 
 if TYPE_CHECKING:
     from textclf_cli.distributed import Processes
@@ -47,6 +47,8 @@ class LoopSettings:
     monitor: str
     patience: int | None
     labels: list[str]
+    task: str = "multiclass"  # or multilabel: sigmoid outputs, decided by thresholds
+    threshold: float | str = 0.5  # multilabel: one threshold for every label, or "per_label" (tuned each epoch)
 
 
 @dataclass
@@ -58,6 +60,7 @@ class TrainState:
     best_epoch: int = 0
     epochs_without_improvement: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
+    thresholds: list[float] | None = None  # multilabel: the last epoch's decision threshold per label
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -129,21 +132,23 @@ def fit(trainer: Trainer, state: TrainState, on_epoch_end: Callable[[TrainState,
             "valid_loss": valid["loss"],
             "valid_accuracy": valid["accuracy"],
             "valid_f1_macro": valid["f1_macro"],
+            **({"valid_f1_micro": valid["f1_micro"]} if "f1_micro" in valid else {}),
             "lr": trainer.optimizer.param_groups[0]["lr"],
             "seconds": round(time.perf_counter() - clock, 3),
         }
         state.history.append(row)
-        state.epoch = epoch
+        state.epoch, state.thresholds = epoch, valid.get("thresholds")
         value = row[settings.monitor]
         improved = is_better(settings.monitor, value, state.best_metric)
         if improved:
             state.best_metric, state.best_epoch, state.epochs_without_improvement = value, epoch, 0
         else:
             state.epochs_without_improvement += 1
+        micro = f" valid_f1_micro {valid['f1_micro']:.4f}" if "f1_micro" in valid else ""
         log.info(
             f"epoch {epoch}/{settings.epochs} train_loss {train_loss:.4f} train_acc {train_accuracy:.4f} "
-            f"valid_loss {valid['loss']:.4f} valid_acc {valid['accuracy']:.4f} valid_f1 {valid['f1_macro']:.4f} "
-            f"({row['seconds']:.1f}s{', best' if improved else ''})"
+            f"valid_loss {valid['loss']:.4f} valid_acc {valid['accuracy']:.4f} valid_f1 {valid['f1_macro']:.4f}"
+            f"{micro} ({row['seconds']:.1f}s{', best' if improved else ''})"
         )
         on_epoch_end(state, improved)
         if settings.patience and state.epochs_without_improvement >= settings.patience:
@@ -167,13 +172,21 @@ def train_one_epoch(trainer: Trainer, epoch: int) -> tuple[float, float]:
             loss, logits = training_step(trainer, batch.token_ids, batch.lengths, batch.targets)
             check_batch(trainer, loss.item(), epoch, number)
             loss_sum += loss.detach().double() * len(indices)
-            correct += (logits.argmax(1) == batch.targets).sum()
+            correct += count_correct(logits, batch.targets)
             seen += len(indices)
             if number % 20 == 0 or number == len(batches):
                 progress.advance_to(number, f"loss {loss_sum.item() / seen:.4f} acc {correct.item() / seen:.4f}")
     totals = torch.stack([loss_sum, correct.double(), torch.tensor(float(seen), dtype=torch.float64, device=device)])
     trainer.processes.all_reduce_sum(totals)
     return float(totals[0] / totals[2]), float(totals[1] / totals[2])
+
+
+def count_correct(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Examples whose predicted label is right; for multi-label (B, C) targets, whose whole label set is right
+    (at the 0.5 threshold, i.e. logit > 0)."""
+    if targets.dim() == 2:
+        return ((logits > 0) == targets.bool()).all(dim=1).sum()
+    return (logits.argmax(1) == targets).sum()
 
 
 def seed_epoch(seed: int, epoch: int, rank: int) -> None:
@@ -234,19 +247,33 @@ def training_step(
     return loss, logits
 
 
-def validate(trainer: Trainer) -> dict[str, float]:
-    """Loss, accuracy and macro F1 over the whole validation split.
+def validate(trainer: Trainer) -> dict[str, Any]:
+    """Loss, accuracy and macro F1 (multilabel: also micro F1 and the thresholds) over the whole validation split.
 
-    Under DDP each rank scores its shard and the log-probabilities are gathered, so every rank computes the
-    same numbers from the same array and takes the same early-stopping decision.
+    Under DDP each rank scores its shard and the outputs are gathered, so every rank computes the same numbers
+    from the same array and takes the same early-stopping decision.
     """
     settings, processes = trainer.settings, trainer.processes
     split = processes.shard_split(trainer.valid_split)
-    log_probs = log_probabilities(trainer.plain_model, split, settings.max_length, settings.truncate,
-                                  settings.eval_batch_size, trainer.device, trainer.amp.dtype if trainer.amp.enabled else None)
+    score = model_logits if settings.task == "multilabel" else log_probabilities  # (N, C) logits or log-softmax
+    outputs = score(trainer.plain_model, split, settings.max_length, settings.truncate, settings.eval_batch_size,
+                    trainer.device, trainer.amp.dtype if trainer.amp.enabled else None)
     # an empty shard comes back (0, 0); the gather needs (0, C)
-    log_probs = processes.gather_rows(log_probs.reshape(len(split), len(settings.labels)), len(trainer.valid_split))
+    outputs = processes.gather_rows(outputs.reshape(len(split), len(settings.labels)), len(trainer.valid_split))
     targets = trainer.valid_split.targets
-    metrics = classification_metrics(targets, log_probs.argmax(1), settings.labels)
-    loss = float(-log_probs[np.arange(len(targets)), targets].mean())
+    if settings.task == "multilabel":
+        return validate_multilabel(outputs, targets, settings)
+    metrics = classification_metrics(targets, outputs.argmax(1), settings.labels)
+    loss = float(-outputs[np.arange(len(targets)), targets].mean())
     return {"loss": loss, "accuracy": metrics["accuracy"], "f1_macro": metrics["f1_macro"]}
+
+
+def validate_multilabel(logits: np.ndarray, targets: np.ndarray, settings: LoopSettings) -> dict[str, Any]:
+    """BCE loss, subset accuracy, macro and micro F1 at this epoch's thresholds (tuned here when per_label)."""
+    from textclf_cli.multilabel import bce_loss, decide, sigmoid, thresholds_for
+
+    probabilities = sigmoid(logits)
+    thresholds = thresholds_for(settings.threshold, probabilities, targets)
+    metrics = multilabel_metrics(targets, decide(probabilities, thresholds), settings.labels)
+    return {"loss": bce_loss(logits, targets), "accuracy": metrics["subset_accuracy"], "f1_macro": metrics["f1_macro"],
+            "f1_micro": metrics["f1_micro"], "thresholds": thresholds.tolist()}

@@ -56,3 +56,23 @@ def build_loss(class_weights: str, targets: np.ndarray, num_classes: int) -> nn.
     weights = np.ones(num_classes, dtype=np.float32)
     weights[present] = compute_class_weight("balanced", classes=present, y=targets)
     return nn.CrossEntropyLoss(weight=torch.tensor(weights, dtype=torch.float32))
+
+
+class MultiLabelLoss(nn.Module):
+    """BCE-with-logits over (B, C) logits and (B, C) 0/1 targets (stored as uint8, so cast here)."""
+
+    def __init__(self, pos_weight: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.bce = nn.BCEWithLogitsLoss(pos_weight=pos_weight)
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return self.bce(logits, targets.to(logits.dtype))
+
+
+def build_multilabel_loss(pos_weight: str, targets: np.ndarray) -> nn.Module:
+    """`balanced` weighs each label's positives by negatives/positives in train, so rare labels still count."""
+    if pos_weight == "none":
+        return MultiLabelLoss()
+    positives = targets.sum(axis=0, dtype=np.float64)
+    weights = (len(targets) - positives) / np.maximum(positives, 1.0)
+    return MultiLabelLoss(torch.tensor(np.maximum(weights, 1e-3), dtype=torch.float32))

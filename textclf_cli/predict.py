@@ -15,7 +15,7 @@ from textclf_cli.checkpoint import LoadedModel, load_model
 from textclf_cli.data.sources import read_texts_file
 from textclf_cli.device import resolve_device
 from textclf_cli.errors import ConfigError
-from textclf_cli.inference import encode_texts, log_probabilities
+from textclf_cli.inference import encode_texts, log_probabilities, model_logits
 from textclf_cli.precision import inference_dtype
 
 
@@ -23,7 +23,13 @@ from textclf_cli.precision import inference_dtype
 class Predictions:
     texts: list[str]
     labels: list[str]  # the model's label order
-    probabilities: np.ndarray  # (N, C), rows sum to 1
+    probabilities: np.ndarray  # (N, C): rows sum to 1, or for multilabel each label's own probability
+    thresholds: np.ndarray | None = None  # multilabel: (C,) a label is predicted at or above its threshold
+    label_separator: str = "|"  # multilabel: joins a label set in CSV output
+
+    @property
+    def multilabel(self) -> bool:
+        return self.thresholds is not None
 
 
 def gather_texts(texts: list[str], input_file: Path | None, text_column: str) -> list[str]:
@@ -57,19 +63,29 @@ def predict(checkpoint_path: Path, texts: list[str], device_spec: str = "auto", 
 def predict_with(loaded: LoadedModel, texts: list[str], batch_size: int = 128, precision: str = "auto") -> Predictions:
     encoded = encode_texts(texts, loaded.tokenizer, loaded.vocab)
     device = next(loaded.model.parameters()).device
-    log_probs = log_probabilities(loaded.model, encoded, loaded.max_length, loaded.truncate, batch_size, device,
-                                  inference_dtype(precision, device))
+    dtype = inference_dtype(precision, device)
+    if loaded.task == "multilabel":
+        from textclf_cli.multilabel import sigmoid
+
+        logits = model_logits(loaded.model, encoded, loaded.max_length, loaded.truncate, batch_size, device, dtype)
+        return Predictions(texts, loaded.labels, sigmoid(logits), np.array(loaded.thresholds), loaded.label_separator)
+    log_probs = log_probabilities(loaded.model, encoded, loaded.max_length, loaded.truncate, batch_size, device, dtype)
     return Predictions(texts, loaded.labels, np.exp(log_probs.astype(np.float64)))
 
 
 def rows(predictions: Predictions, top_k: int | None) -> list[dict]:
-    """One dict per text: text, label, probabilities of the top_k labels (all when None), highest first."""
+    """One dict per text: text, label (multilabel: labels), probabilities of the top_k labels (all when None),
+    highest first. Multilabel: the labels at or above their threshold, most probable first, at most top_k."""
     result = []
     k = len(predictions.labels) if not top_k else min(top_k, len(predictions.labels))
     for text, probs in zip(predictions.texts, predictions.probabilities):
         order = np.argsort(-probs, kind="stable")[:k]
-        result.append({"text": text, "label": predictions.labels[order[0]],
-                       "probabilities": {predictions.labels[i]: round(float(probs[i]), 6) for i in order}})
+        shown = {predictions.labels[i]: round(float(probs[i]), 6) for i in order}
+        if predictions.multilabel:
+            chosen = [predictions.labels[i] for i in order if probs[i] >= predictions.thresholds[i]]
+            result.append({"text": text, "labels": chosen, "probabilities": shown})
+        else:
+            result.append({"text": text, "label": predictions.labels[order[0]], "probabilities": shown})
     return result
 
 
@@ -77,12 +93,14 @@ def format_jsonl(records: list[dict]) -> str:
     return "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
 
 
-def format_csv(records: list[dict], labels: list[str]) -> str:
+def format_csv(records: list[dict], labels: list[str], label_separator: str | None = None) -> str:
+    """text, label (or with a label_separator, multilabel: labels joined by it), then p_<label> per label."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["text", "label", *(f"p_{label}" for label in labels)])
+    writer.writerow(["text", "label" if label_separator is None else "labels", *(f"p_{label}" for label in labels)])
     for record in records:
-        writer.writerow([record["text"], record["label"], *(record["probabilities"].get(label, "") for label in labels)])
+        chosen = record["label"] if label_separator is None else label_separator.join(record["labels"])
+        writer.writerow([record["text"], chosen, *(record["probabilities"].get(label, "") for label in labels)])
     return buffer.getvalue()
 
 
@@ -92,11 +110,12 @@ def show_table(records: list[dict]) -> None:
     from textclf_cli.console import stdout
 
     table = Table()
+    multilabel = bool(records) and "labels" in records[0]
     table.add_column("text", overflow="fold", max_width=60)
-    table.add_column("label")
+    table.add_column("labels" if multilabel else "label")
     table.add_column("probabilities")
     for record in records:
         probs = ", ".join(f"{label}: {p:.3f}" for label, p in record["probabilities"].items())
         text = record["text"] if len(record["text"]) <= 200 else record["text"][:197] + "..."
-        table.add_row(text, record["label"], probs)
+        table.add_row(text, ", ".join(record["labels"]) if multilabel else record["label"], probs)
     stdout.print(table)

@@ -70,6 +70,8 @@ def fingerprint(config: Config) -> str:
         "valid_split": None if data.valid else {"fraction": data.valid_fraction, "seed": config.seed,
                                                 "grouped": data.format == "imdb"},
     }
+    if config.task == "multilabel":  # only then, so that multiclass fingerprints stay what they were
+        settings["multilabel"] = {"label_separator": data.label_separator}
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -102,7 +104,8 @@ def read_splits(config: Config) -> dict[str, LabelledTexts]:
 
 def _read(config: Config, path: Path) -> LabelledTexts:
     data = config.data
-    return read_table(path, data.format, data.text_column, data.label_column, data.encoding, data.bad_rows)
+    separator = data.label_separator if config.task == "multilabel" else None
+    return read_table(path, data.format, data.text_column, data.label_column, data.encoding, data.bad_rows, separator)
 
 
 def carve_valid(train: LabelledTexts, fraction: float, seed: int) -> tuple[LabelledTexts, LabelledTexts]:
@@ -118,9 +121,11 @@ def carve_valid(train: LabelledTexts, fraction: float, seed: int) -> tuple[Label
         splitter = GroupShuffleSplit(n_splits=1, test_size=fraction, random_state=seed)
         fit_idx, valid_idx = next(splitter.split(indices, groups=train.groups))
         return _subset(train, np.sort(fit_idx)), _subset(train, np.sort(valid_idx))
-    labels = np.array(train.labels)
-    _, counts = np.unique(labels, return_counts=True)
-    stratify = labels if counts.min() >= 2 and n_valid >= len(counts) else None
+    stratify = None  # label sets (multi-label) are split at random: sklearn stratifies single labels only
+    if train.labels and isinstance(train.labels[0], str):
+        labels = np.array(train.labels)
+        _, counts = np.unique(labels, return_counts=True)
+        stratify = labels if counts.min() >= 2 and n_valid >= len(counts) else None
     fit_idx, valid_idx = train_test_split(indices, test_size=n_valid, random_state=seed, stratify=stratify)
     return _subset(train, np.sort(fit_idx)), _subset(train, np.sort(valid_idx))
 
@@ -132,8 +137,10 @@ def _subset(texts: LabelledTexts, indices: np.ndarray) -> LabelledTexts:
     return LabelledTexts([texts.texts[i] for i in pick], [texts.labels[i] for i in pick], texts.source, rows, groups)
 
 
-def check_labels(splits: dict[str, LabelledTexts]) -> list[str]:
+def check_labels(splits: dict[str, LabelledTexts], multilabel: bool = False) -> list[str]:
     """The label order (sorted train labels); refuses one-class training data and unseen labels."""
+    if multilabel:
+        return check_label_sets(splits)
     labels = sorted(set(splits["train"].labels))
     if len(labels) < 2:
         raise DataError(
@@ -151,8 +158,38 @@ def check_labels(splits: dict[str, LabelledTexts]) -> list[str]:
     return labels
 
 
+def check_label_sets(splits: dict[str, LabelledTexts]) -> list[str]:
+    """Multi-label: the sorted union of train's label sets; refuses fewer than two labels and unseen labels."""
+    labels = sorted({label for label_set in splits["train"].labels for label in label_set})
+    if len(labels) < 2:
+        raise DataError(f"{splits['train'].source}: the training data has {len(labels)} distinct label(s) "
+                        f"({', '.join(labels) or 'none'}); a multi-label classifier needs at least two")
+    known = set(labels)
+    for name, split in splits.items():
+        for label_set, row in zip(split.labels, split.rows or range(1, len(split) + 1)):
+            unseen = [label for label in label_set if label not in known]
+            if unseen:
+                raise DataError(
+                    f"{split.source}:{row}: label {unseen[0]!r} in the {name} split never occurs in the training "
+                    f"data (known labels: {', '.join(labels)})"
+                )
+    return labels
+
+
+def label_targets(labels: list, label_order: list[str], multilabel: bool) -> np.ndarray:
+    """(n,) int64 label indices, or for multi-label (n, C) uint8 multi-hot rows (C = len(label_order))."""
+    index = {label: i for i, label in enumerate(label_order)}
+    if not multilabel:
+        return np.array([index[label] for label in labels], dtype=np.int64)
+    targets = np.zeros((len(labels), len(label_order)), dtype=np.uint8)
+    for row, label_set in enumerate(labels):
+        targets[row, [index[label] for label in label_set]] = 1
+    return targets
+
+
 def encode_splits(splits: dict[str, LabelledTexts], config: Config) -> PreparedData:
-    labels = check_labels(splits)
+    multilabel = config.task == "multilabel"
+    labels = check_labels(splits, multilabel)
     settings = tokenizer_settings(config)
     names = list(splits)
     all_texts = [text for name in names for text in splits[name].texts]
@@ -162,11 +199,11 @@ def encode_splits(splits: dict[str, LabelledTexts], config: Config) -> PreparedD
         tokens_by_split[name] = all_tokens[start: start + len(splits[name])]
         start += len(splits[name])
     vocab = build_vocab(tokens_by_split["train"], config.vocab.max_size, config.vocab.min_freq)
-    index, label_index = token_index(vocab), {label: i for i, label in enumerate(labels)}
+    index = token_index(vocab)
     encoded = {}
     for name in names:
         ids, offsets = encode(tokens_by_split[name], index)
-        targets = np.array([label_index[label] for label in splits[name].labels], dtype=np.int64)
-        encoded[name] = EncodedSplit(ids, offsets, targets)
-    meta = {"tokenizer": settings.to_dict(), "sources": {name: splits[name].source for name in names}}
+        encoded[name] = EncodedSplit(ids, offsets, label_targets(splits[name].labels, labels, multilabel))
+    meta = {"tokenizer": settings.to_dict(), "sources": {name: splits[name].source for name in names},
+            "task": config.task}
     return PreparedData(Path(), vocab, labels, settings, encoded, meta)

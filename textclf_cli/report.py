@@ -22,6 +22,46 @@ def write_evaluation(out_dir: Path, metrics: dict[str, Any], report_text: str) -
     write_json_atomic(out_dir / files.METRICS_FILE, metrics)  # last: its presence means the rest is there
 
 
+def write_multilabel_evaluation(out_dir: Path, metrics: dict[str, Any], report_text: str) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    table = per_label_table(metrics)
+    write_text_atomic(out_dir / files.PER_LABEL_CSV, table.to_csv(index=False))
+    write_text_atomic(out_dir / files.REPORT_FILE, report_text)
+    plot_per_label_f1(table, out_dir / files.PER_LABEL_F1_PNG)
+    write_json_atomic(out_dir / files.METRICS_FILE, metrics)  # last: its presence means the rest is there
+
+
+def per_label_table(metrics: dict[str, Any]) -> pd.DataFrame:
+    """One row per label: threshold, precision, recall, f1, support and its 2x2 confusion counts."""
+    rows = []
+    for label, values in metrics["per_label"].items():
+        (tn, fp), (fn, tp) = values["confusion_matrix"]
+        rows.append({"label": label, "threshold": metrics["thresholds"][label], "precision": values["precision"],
+                     "recall": values["recall"], "f1": values["f1"], "support": values["support"],
+                     "tn": tn, "fp": fp, "fn": fn, "tp": tp})
+    return pd.DataFrame(rows)
+
+
+def plot_per_label_f1(table: pd.DataFrame, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, max(2.5, 0.35 * len(table) + 1.2)))
+    positions = range(len(table))
+    axes.barh(positions, table["f1"], color="tab:blue")
+    axes.set_yticks(positions, labels=[f"{label} ({support})" for label, support in zip(table["label"], table["support"])])
+    axes.invert_yaxis()  # the first label on top
+    axes.set_xlim(0, 1)
+    axes.set_xlabel("F1 (support in parentheses)")
+    for position, f1 in zip(positions, table["f1"]):
+        axes.text(min(f1 + 0.01, 0.9), position, f"{f1:.3f}", va="center")
+    axes.set_title("per-label F1")
+    axes.grid(axis="x", alpha=0.3)
+    _save_figure(figure, path)
+
+
 def _save_figure(figure, path: Path) -> None:
     import matplotlib.pyplot as plt
 
@@ -60,8 +100,10 @@ def plot_training_curves(history: pd.DataFrame, path: Path) -> None:
     figure, (loss_axes, accuracy_axes) = plt.subplots(1, 2, figsize=(10, 4))
     for column, style in (("train_loss", "o-"), ("valid_loss", "s-")):
         loss_axes.plot(history["epoch"], history[column], style, label=column)
-    for column, style in (("train_accuracy", "o-"), ("valid_accuracy", "s-"), ("valid_f1_macro", "^-")):
-        accuracy_axes.plot(history["epoch"], history[column], style, label=column)
+    for column, style in (("train_accuracy", "o-"), ("valid_accuracy", "s-"), ("valid_f1_macro", "^-"),
+                          ("valid_f1_micro", "v-")):
+        if column in history:  # valid_f1_micro: multilabel runs only
+            accuracy_axes.plot(history["epoch"], history[column], style, label=column)
     for axes, title in ((loss_axes, "loss"), (accuracy_axes, "accuracy / F1")):
         axes.set_xlabel("epoch")
         axes.set_title(title)
@@ -95,3 +137,23 @@ def show_metrics(metrics: dict[str, Any], title: str) -> None:
         confusion.add_row(label, *map(str, row))
     for table in (summary, per_class, confusion):
         stdout.print(table)
+
+
+def show_multilabel_metrics(metrics: dict[str, Any], title: str) -> None:
+    from rich.table import Table
+
+    from textclf_cli.console import stdout
+
+    summary = Table(title=title)
+    columns = ("f1_micro", "f1_macro", "f1_weighted", "f1_samples", "subset_accuracy", "hamming_loss")
+    for column in (*columns, "examples"):
+        summary.add_column(column, justify="right")
+    summary.add_row(*(f"{metrics[key]:.4f}" for key in columns), str(metrics["num_examples"]))
+    per_label = Table(title="per label (confusion counts tn fp fn tp)")
+    table = per_label_table(metrics)
+    for column in table.columns:
+        per_label.add_column(column, justify="left" if column == "label" else "right")
+    for row in table.itertuples(index=False):
+        per_label.add_row(*(f"{value:.4f}" if isinstance(value, float) else str(value) for value in row))
+    for shown in (summary, per_label):
+        stdout.print(shown)

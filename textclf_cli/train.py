@@ -33,7 +33,7 @@ from textclf_cli.errors import ConfigError, Interrupted, RunError, TextclfError
 from textclf_cli.interrupts import SignalInterrupt, interrupt_on_signals
 from textclf_cli.loop import LoopSettings, NonFiniteLoss, SignalGuard, StopRequested, Trainer, TrainState, fit
 from textclf_cli.models import build_model, min_width, model_kwargs
-from textclf_cli.optim import build_loss, build_optimizer, build_scheduler
+from textclf_cli.optim import build_loss, build_multilabel_loss, build_optimizer, build_scheduler
 from textclf_cli.precision import resolve_precision
 from textclf_cli.prepare import prepare
 from textclf_cli.runs import (
@@ -201,12 +201,15 @@ def build_trainer(config: Config, data: PreparedData, amp: Any, resume_dir: Path
     batches_per_epoch = -(-len(data.splits["train"]) // config.train.batch_size)
     batches_per_epoch = -(-batches_per_epoch // processes.world_size)  # each rank steps through its share
     scheduler = build_scheduler(optimizer, config.train, batches_per_epoch)
-    loss_fn = build_loss(config.train.class_weights, data.splits["train"].targets, len(data.labels)).to(device)
+    train_targets = data.splits["train"].targets
+    loss_fn = (build_multilabel_loss(config.train.pos_weight, train_targets) if config.task == "multilabel"
+               else build_loss(config.train.class_weights, train_targets, len(data.labels))).to(device)
     settings = LoopSettings(
         epochs=config.train.epochs, batch_size=config.train.batch_size, eval_batch_size=config.train.eval_batch_size,
         max_length=config.vocab.max_length, truncate=config.vocab.truncate, min_width=min_width(model),
         seed=config.seed, chunk_batches=config.train.bucket_chunk, grad_clip=config.train.grad_clip,
         monitor=config.train.monitor, patience=config.train.early_stopping_patience, labels=data.labels,
+        task=config.task, threshold=config.train.threshold,
     )
     trainer = Trainer(loop_model, optimizer, scheduler, loss_fn, device, amp, data.splits["train"],
                       data.splits["valid"], settings, SignalGuard(), processes, plain_model=model)
@@ -232,7 +235,8 @@ def save_epoch(run_dir: Path, trainer: Trainer, state: TrainState, meta: Checkpo
     checkpoints = run_dir / files.CHECKPOINTS_DIR
     if improved:
         save_checkpoint(checkpoints / files.BEST_CHECKPOINT,
-                        new_checkpoint(trainer.plain_model, meta, epoch=state.epoch, metrics=state.history[-1]))
+                        new_checkpoint(trainer.plain_model, meta, epoch=state.epoch, metrics=state.history[-1],
+                                       thresholds=state.thresholds))
     save_checkpoint(checkpoints / files.LAST_CHECKPOINT, last_checkpoint(trainer, state, meta))
     history = pd.DataFrame(state.history)
     write_text_atomic(run_dir / files.HISTORY_FILE, history.to_csv(index=False))

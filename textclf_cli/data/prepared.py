@@ -21,11 +21,12 @@ FORMAT_VERSION = 1
 
 @dataclass
 class EncodedSplit:
-    """Token ids of n texts: text i is ids[offsets[i]:offsets[i+1]]; targets[i] is its label index."""
+    """Token ids of n texts: text i is ids[offsets[i]:offsets[i+1]]; targets[i] is its label index, or for
+    multi-label data its row of C 0/1 flags (one per label)."""
 
     ids: np.ndarray  # int32, flat
     offsets: np.ndarray  # int64, n + 1
-    targets: np.ndarray  # int64, n
+    targets: np.ndarray  # int64 (n,), or uint8 (n, C) multi-hot for multi-label
 
     def __len__(self) -> int:
         return len(self.targets)

@@ -23,10 +23,13 @@ TABLE_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "json
 
 @dataclass
 class LabelledTexts:
-    """Texts and their string labels, in file order; `source` names the file for error messages."""
+    """Texts and their labels, in file order; `source` names the file for error messages.
+
+    A label is a string, or for multi-label data a list of strings (possibly empty: none of the labels).
+    """
 
     texts: list[str]
-    labels: list[str]
+    labels: list[str] | list[list[str]]
     source: str
     rows: list[int] = field(default_factory=list)  # 1-based row/line of each example in `source`
     groups: list[str] = field(default_factory=list)  # e.g. the IMDb movie of each review: valid never shares one
@@ -149,18 +152,20 @@ def read_table(
     label_column: str | None,
     encoding: str = "utf-8",
     bad_rows: str = "skip",
+    label_separator: str | None = None,
 ) -> LabelledTexts:
     """Text (and label, unless `label_column` is None) columns of a CSV/TSV/JSONL file.
 
     Rows with an empty text or a missing label are skipped with one warning naming them (bad_rows=skip)
-    or refused (bad_rows=error).
+    or refused (bad_rows=error). With a `label_separator` (multi-label data) each label is a list: a JSON
+    list, or a string split on the separator; an empty list or string is a valid empty label set.
     """
     content = _read_text(path, encoding)
     if file_format == "jsonl":
         records = _parse_jsonl(content, path)
     else:
         records = _parse_delimited(content, path, "\t" if file_format == "tsv" else ",")
-    return _select_columns(records, path, text_column, label_column, bad_rows)
+    return _select_columns(records, path, text_column, label_column, bad_rows, label_separator)
 
 
 def _read_text(path: Path, encoding: str) -> str:
@@ -231,7 +236,8 @@ def _parse_delimited(content: str, path: Path, delimiter: str) -> list[tuple[int
 
 
 def _select_columns(
-    records: list[tuple[int, dict]], path: Path, text_column: str, label_column: str | None, bad_rows: str
+    records: list[tuple[int, dict]], path: Path, text_column: str, label_column: str | None, bad_rows: str,
+    label_separator: str | None = None,
 ) -> LabelledTexts:
     columns = list(records[0][1]) if records else []
     for key, column in (("text_column", text_column), ("label_column", label_column)):
@@ -242,12 +248,17 @@ def _select_columns(
     texts, labels, rows, bad = [], [], [], []
     for line, record in records:
         text = _as_text(record.get(text_column))
-        label = _as_text(record.get(label_column)) if label_column is not None else ""
-        if not text.strip() or (label_column is not None and not label.strip()):
+        if label_separator is not None and label_column is not None:
+            label: str | list[str] | None = label_set(record.get(label_column), label_separator, f"{path}:{line}")
+            missing = label is None
+        else:
+            label = _as_text(record.get(label_column)).strip() if label_column is not None else ""
+            missing = label_column is not None and not label
+        if not text.strip() or missing:
             bad.append(line)
             continue
         texts.append(text)
-        labels.append(label.strip())
+        labels.append(label)
         rows.append(line)
     _report_bad_rows(path, bad, bad_rows, text_column, label_column)
     if not texts:
@@ -264,6 +275,24 @@ def _report_bad_rows(path: Path, bad: list[int], policy: str, text_column: str, 
     if policy == "error":
         raise DataError(f"{message}; fix them or set data.bad_rows: skip")
     log.warning(f"{message}; skipped (set data.bad_rows: error to refuse such files)")
+
+
+def label_set(value: object, separator: str, where: str) -> list[str] | None:
+    """A multi-label row's labels: a JSON list, or a string split on `separator`; None when missing (null).
+
+    Labels are stripped, empty ones dropped and repeats removed, keeping their first-seen order.
+    """
+    if value is None:
+        return None
+    if isinstance(value, list):
+        if any(isinstance(item, (list, dict)) or item is None for item in value):
+            raise DataError(f"{where}: a label list may hold only strings and numbers, got {json.dumps(value)[:80]}")
+        parts = [_as_text(item) for item in value]
+    elif isinstance(value, dict):
+        raise DataError(f"{where}: labels must be a list or a {separator!r}-separated string, got a JSON object")
+    else:
+        parts = _as_text(value).split(separator)
+    return list(dict.fromkeys(part.strip() for part in parts if part.strip()))
 
 
 def _as_text(value: object) -> str:
