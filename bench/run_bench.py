@@ -234,6 +234,13 @@ def target_rows(prepare: Measured, results: list[ConfigResult], reference: dict[
     return rows
 
 
+def kept_suite_section(path: Path) -> str:
+    """The section bench/run_suite.py owns in RESULTS.md, so that rewriting this benchmark's part keeps it."""
+    old = path.read_text(encoding="utf-8") if path.exists() else ""
+    start, end = old.find("<!-- suite:begin -->"), old.find("<!-- suite:end -->")
+    return "\n" + old[start:end + len("<!-- suite:end -->")] + "\n" if 0 <= start < end else ""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--archive", type=Path, default=DEFAULT_ARCHIVE)
@@ -255,7 +262,7 @@ def main() -> None:
     for config in args.configs:
         results.append(run_config(config, archive, texts_file))
         print(results[-1], flush=True)
-    args.output.write_text(render(prepare, results, reference), encoding="utf-8")
+    args.output.write_text(render(prepare, results, reference) + kept_suite_section(args.output), encoding="utf-8")
     print(f"wrote {args.output}")
 
 

@@ -1,0 +1,361 @@
+"""The benchmark suite: default CNN and LSTM on every shared dataset, the shipped IMDb configs, TF-IDF+LR beside them.
+
+usage: python bench/run_suite.py [--datasets-dir ../shared/datasets] [--only mr,cr ...] [--skip-imdb]
+                                 [--precision fp32]
+Every textclf command runs as its own subprocess, so one failed run is a row marked failed and the suite goes on.
+Writes its table between `<!-- suite:begin -->` and `<!-- suite:end -->` in bench/RESULTS.md (the rest of the
+file is kept) and every number to bench/work/suite.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import tarfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+WORK = ROOT / "bench" / "work" / "suite"
+RESULTS = ROOT / "bench" / "RESULTS.md"
+SUITE_JSON = ROOT / "bench" / "work" / "suite.json"
+DEFAULT_DATASETS = ROOT.parent / "shared" / "datasets"
+CSV_DATASETS = ("mr", "subj", "cr", "mpqa", "agnews")
+IMDB = "imdb"
+IMDB_ARCHIVE = Path("imdb") / "aclImdb_v1.tar.gz"
+SHIPPED_CONFIGS = ("configs/cnn.yaml", "configs/lstm.yaml")
+BEGIN, END = "<!-- suite:begin -->", "<!-- suite:end -->"
+
+
+@dataclass
+class Floor:
+    """TF-IDF(1-2)+LR on one dataset: the floor a neural model has to beat."""
+    accuracy: float | None = None
+    f1_macro: float | None = None
+    seconds: float | None = None
+    error: str | None = None
+
+
+@dataclass
+class RunResult:
+    dataset: str
+    model: str  # "default cnn", "default lstm" or the shipped config's path
+    status: str = "ok"  # ok | failed
+    error: str | None = None
+    run_dir: str | None = None
+    prepare_s: float | None = None
+    train_s: float | None = None
+    epochs: int | None = None
+    best_epoch: int | None = None
+    valid_accuracy: float | None = None
+    test_accuracy: float | None = None
+    f1_macro: float | None = None
+    commands: list[str] = field(default_factory=list)
+
+
+class StepFailed(Exception):
+    """A textclf subprocess exited non-zero; its message is the last line it wrote."""
+
+
+# ---- the TF-IDF+LR floor (exactly ../shared/datasets/README.md) ----
+
+def tfidf_floor(train_texts: list[str], train_labels: list[str], test_texts: list[str],
+                test_labels: list[str]) -> Floor:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import accuracy_score, f1_score
+
+    start = time.perf_counter()
+    vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2)
+    model = LogisticRegression(C=10, max_iter=2000)
+    model.fit(vectorizer.fit_transform(train_texts), train_labels)
+    predicted = model.predict(vectorizer.transform(test_texts))
+    return Floor(accuracy=float(accuracy_score(test_labels, predicted)),
+                 f1_macro=float(f1_score(test_labels, predicted, average="macro")),
+                 seconds=time.perf_counter() - start)
+
+
+def read_csv_split(path: Path) -> tuple[list[str], list[str]]:
+    import pandas as pd
+
+    frame = pd.read_csv(path, keep_default_na=False, dtype=str)
+    return frame["text"].tolist(), frame["label"].tolist()
+
+
+def read_imdb_archive(archive: Path) -> dict[str, tuple[list[str], list[str]]]:
+    """aclImdb/{train,test}/{pos,neg}/*.txt as raw text, in name order (the reference scripts' reading)."""
+    found: dict[str, list[tuple[str, str, str]]] = {"train": [], "test": []}
+    with tarfile.open(archive, "r:gz") as tar:
+        for member in tar:
+            parts = member.name.split("/")
+            if (member.isfile() and len(parts) == 4 and parts[0] == "aclImdb" and parts[1] in found
+                    and parts[2] in ("pos", "neg") and parts[3].endswith(".txt")):
+                text = tar.extractfile(member).read().decode("utf-8")
+                found[parts[1]].append((parts[2], parts[3], text))
+    splits = {}
+    for split, items in found.items():
+        items.sort()
+        splits[split] = ([text for _, _, text in items], [label for label, _, _ in items])
+    return splits
+
+
+def floor_for(dataset: str, datasets_dir: Path) -> Floor:
+    try:
+        if dataset == IMDB:
+            splits = read_imdb_archive(datasets_dir / IMDB_ARCHIVE)
+            train, test = splits["train"], splits["test"]
+        else:
+            train = read_csv_split(datasets_dir / dataset / "train.csv")
+            test = read_csv_split(datasets_dir / dataset / "test.csv")
+        return tfidf_floor(*train, *test)
+    except Exception as exc:  # a broken dataset is a row in the table, not the end of the suite
+        return Floor(error=f"{type(exc).__name__}: {exc}")
+
+
+# ---- textclf runs, each a subprocess ----
+
+def textclf(*args: str) -> list[str]:
+    return [sys.executable, "-m", "textclf_cli", *args]
+
+
+def run_step(command: list[str], result: RunResult) -> tuple[str, float]:
+    """Run one textclf command; (stdout, wall seconds), or StepFailed with the error line it printed."""
+    result.commands.append(shlex.join(command[1:]).replace("-m textclf_cli", "textclf", 1))
+    print(f"$ {result.commands[-1]}", flush=True)
+    start = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                              filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))})
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        lines = [line for line in (done.stderr + done.stdout).splitlines() if line.strip()]
+        errors = [line for line in lines if "error" in line.lower()]
+        message = (errors or lines or ["no output"])[-1].strip()
+        raise StepFailed(f"exit {done.returncode}: {message}")
+    return done.stdout, seconds
+
+
+def default_config(dataset: str, model: str, datasets_dir: Path) -> dict:
+    """Only `experiment`, `data` (format, train, test) and `model.type`, plus where the suite keeps its files."""
+    if dataset == IMDB:
+        data = {"format": "imdb", "train": str(datasets_dir / IMDB_ARCHIVE)}
+    else:
+        data = {"format": "csv", "train": str(datasets_dir / dataset / "train.csv"),
+                "test": str(datasets_dir / dataset / "test.csv")}
+    data["prepared_dir"] = str(WORK / "prepared")
+    return {"experiment": f"suite-{dataset}-{model}", "data": data, "model": {"type": model},
+            "output": {"runs_dir": str(WORK / "runs")}}
+
+
+def write_config(config: dict, path: Path) -> Path:
+    import yaml
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def train_and_evaluate(result: RunResult, config: Path, overrides: list[str], precision: str | None) -> RunResult:
+    sets = [part for value in overrides for part in ("--set", value)]
+    train_sets = sets + (["--set", f"train.precision={precision}"] if precision else [])
+    try:
+        _, result.prepare_s = run_step(textclf("prepare", str(config), *sets), result)
+        out, result.train_s = run_step(textclf("train", str(config), "--quiet", *train_sets), result)
+        run_dir = Path(out.strip().splitlines()[-1])
+        result.run_dir = str(run_dir)
+        read_training(run_dir, result)
+        evaluate_args = ["--precision", precision] if precision else []
+        run_step(textclf("evaluate", str(run_dir), "--split", "test", "--quiet", *evaluate_args), result)
+        metrics = json.loads((run_dir / "evaluation" / "test" / "metrics.json").read_text(encoding="utf-8"))
+        result.test_accuracy, result.f1_macro = metrics["accuracy"], metrics["f1_macro"]
+    except Exception as exc:  # StepFailed, or a run folder without the files a completed run has
+        result.status, result.error = "failed", str(exc) if isinstance(exc, StepFailed) else f"{type(exc).__name__}: {exc}"
+        print(f"  failed: {result.error}", flush=True)
+    return result
+
+
+def read_training(run_dir: Path, result: RunResult) -> None:
+    """Epochs and best epoch from status.json, validation accuracy of the best epoch from history.csv."""
+    status = json.loads((run_dir / "status.json").read_text(encoding="utf-8"))
+    result.epochs, result.best_epoch = status.get("epochs_completed"), status.get("best_epoch")
+    with (run_dir / "history.csv").open(encoding="utf-8") as handle:
+        history = list(csv.DictReader(handle))
+    best = [row for row in history if str(row.get("epoch")) == str(result.best_epoch)]
+    if best and best[0].get("valid_accuracy") not in (None, ""):
+        result.valid_accuracy = float(best[0]["valid_accuracy"])
+
+
+def run_dataset(dataset: str, datasets_dir: Path, precision: str | None) -> list[RunResult]:
+    results = []
+    for model in ("cnn", "lstm"):
+        config = write_config(default_config(dataset, model, datasets_dir),
+                              WORK / "configs" / f"{dataset}-{model}.yaml")
+        results.append(train_and_evaluate(RunResult(dataset, f"default {model}"), config, [], precision))
+    if dataset == IMDB:
+        archive = datasets_dir / IMDB_ARCHIVE
+        for shipped in SHIPPED_CONFIGS:
+            overrides = [f"data.train={archive}", f"data.prepared_dir={WORK / 'prepared'}",
+                         f"output.runs_dir={WORK / 'runs'}"]
+            results.append(train_and_evaluate(RunResult(dataset, shipped), ROOT / shipped, overrides, precision))
+    return results
+
+
+# ---- the machine ----
+
+def machine() -> dict:
+    cpu, flags = "unknown CPU", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and cpu == "unknown CPU":
+                cpu = value.strip()
+            elif key.strip() == "flags" and not flags:
+                flags = set(value.split())
+    except OSError:
+        pass
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count()
+    import torch
+
+    return {"cpu": cpu, "cores": cores, "amx": sorted(flag for flag in flags if flag.startswith("amx")),
+            "avx512_bf16": "avx512_bf16" in flags, "torch": torch.__version__, "python": platform.python_version(),
+            "system": f"{platform.system()} {platform.release()}"}
+
+
+# ---- the table and RESULTS.md ----
+
+def percent(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.2f}"
+
+
+def margin(result: RunResult, floor: Floor | None) -> str:
+    if result.test_accuracy is None or floor is None or floor.accuracy is None:
+        return "-"
+    points = (result.test_accuracy - floor.accuracy) * 100
+    return f"{points:+.2f} ({'above' if points > 0 else 'below' if points < 0 else 'equal'})"
+
+
+def minutes(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+def render_section(results: list[RunResult], floors: dict[str, Floor], info: dict, command: str,
+                   precision: str | None, when: str) -> str:
+    amx = ", ".join(info["amx"]) if info["amx"] else "no"
+    lines = [BEGIN, "## Suite: default configs and shipped IMDb configs beside TF-IDF+LR", "",
+             f"Measured {when} on {info['cores']} cores ({info['cpu']}); AMX: {amx}; avx512_bf16: "
+             f"{'yes' if info['avx512_bf16'] else 'no'}; torch {info['torch']}, python {info['python']}, "
+             f"{info['system']}. Precision: {precision or 'as each config says'}.", "",
+             "Command:", "", "```", command, "```", "",
+             "Default = a config naming only `experiment`, `data` and `model.type`. Test accuracy and macro-F1 from "
+             "`textclf evaluate RUN --split test`; train time is the wall time of `textclf train` with prepared data "
+             "cached; validation accuracy is that of the best epoch. TF-IDF+LR is the floor of "
+             "`../shared/datasets/README.md`, fitted in the same run; margin in points of test accuracy.", "",
+             "| dataset | model / config | test acc. | macro-F1 | train time | epochs (best) | valid acc. | "
+             "TF-IDF+LR acc. | TF-IDF+LR F1 | margin vs TF-IDF+LR |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for r in results:
+        floor = floors.get(r.dataset)
+        name = f"`{r.model}`" if r.model.endswith(".yaml") else r.model
+        if r.status != "ok":
+            name += f" **failed**: {r.error}".replace("|", "/")
+        epochs = "-" if r.epochs is None else f"{r.epochs} ({r.best_epoch})"
+        lines.append(f"| {r.dataset} | {name} | {percent(r.test_accuracy)} | {percent(r.f1_macro)} | "
+                     f"{minutes(r.train_s)} | {epochs} | {percent(r.valid_accuracy)} | "
+                     f"{percent(floor.accuracy if floor else None)} | {percent(floor.f1_macro if floor else None)} | "
+                     f"{margin(r, floor)} |")
+    lines += ["", "TF-IDF+LR per dataset:", ""]
+    for dataset, floor in floors.items():
+        if floor.error:
+            lines.append(f"- {dataset}: **failed**: {floor.error}")
+        else:
+            lines.append(f"- {dataset}: accuracy {percent(floor.accuracy)}, macro-F1 {percent(floor.f1_macro)}, "
+                         f"{floor.seconds:.1f} s (vectorize + fit + predict)")
+    return "\n".join(lines + ["", END])
+
+
+def replace_section(document: str, section: str) -> str:
+    """The document with its suite section replaced (or appended); everything outside the markers is kept."""
+    start, end = document.find(BEGIN), document.find(END)
+    if start != -1 and end > start:
+        return document[:start] + section + document[end + len(END):]
+    return document.rstrip("\n") + ("\n\n" if document.strip() else "") + section + "\n"
+
+
+def write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text, encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets-dir", type=Path, default=DEFAULT_DATASETS)
+    parser.add_argument("--only", type=lambda value: [name.strip() for name in value.split(",") if name.strip()],
+                        help="comma-separated datasets, e.g. mr,cr (default: all found)")
+    parser.add_argument("--skip-imdb", action="store_true")
+    parser.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"],
+                        help="passed to every train as --set train.precision=...; default: each config's own")
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--json", type=Path, default=SUITE_JSON)
+    return parser.parse_args(argv)
+
+
+def chosen_datasets(args: argparse.Namespace) -> list[str]:
+    names = [*CSV_DATASETS] + ([] if args.skip_imdb else [IMDB])
+    if args.only:
+        unknown = sorted(set(args.only) - {*CSV_DATASETS, IMDB})
+        if unknown:
+            sys.exit(f"error: --only: unknown dataset(s) {', '.join(unknown)}; choose from "
+                     f"{', '.join([*CSV_DATASETS, IMDB])}")
+        names = [name for name in names if name in args.only]
+    missing = [name for name in names if not (args.datasets_dir / (IMDB_ARCHIVE if name == IMDB else
+                                                                   Path(name) / "train.csv")).is_file()]
+    if missing:
+        sys.exit(f"error: {args.datasets_dir}: no data for {', '.join(missing)}; pass --datasets-dir or --only")
+    return names
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    args.datasets_dir = args.datasets_dir.resolve()
+    datasets = chosen_datasets(args)
+    command = shlex.join(["python", "bench/run_suite.py", *(sys.argv[1:] if argv is None else argv)])
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    info = machine()
+    WORK.mkdir(parents=True, exist_ok=True)
+    floors: dict[str, Floor] = {}
+    results: list[RunResult] = []
+    for dataset in datasets:
+        print(f"== {dataset}", flush=True)
+        floors[dataset] = floor_for(dataset, args.datasets_dir)
+        print(f"  TF-IDF+LR: {floors[dataset]}", flush=True)
+        for result in run_dataset(dataset, args.datasets_dir, args.precision):
+            results.append(result)
+            print(f"  {result.model}: test {percent(result.test_accuracy)} f1 {percent(result.f1_macro)} "
+                  f"train {minutes(result.train_s)} ({result.status})", flush=True)
+    write_atomic(args.json, json.dumps({"command": command, "date": when, "machine": info,
+                                        "precision": args.precision, "floors": {k: asdict(v) for k, v in floors.items()},
+                                        "runs": [asdict(r) for r in results]}, indent=2) + "\n")
+    document = args.results.read_text(encoding="utf-8") if args.results.exists() else ""
+    write_atomic(args.results, replace_section(document, render_section(results, floors, info, command,
+                                                                         args.precision, when)))
+    print(f"wrote {args.results} and {args.json}")
+    if any(r.status != "ok" for r in results) or any(f.error for f in floors.values()):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,104 @@
+"""bench/run_suite.py: the TF-IDF+LR floor, the default configs, the table and the RESULTS.md section it owns."""
+
+import importlib.util
+import io
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+SUITE_PATH = Path(__file__).resolve().parents[2] / "bench" / "run_suite.py"
+
+
+@pytest.fixture(scope="module")
+def suite():
+    spec = importlib.util.spec_from_file_location("run_suite", SUITE_PATH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def tiny_texts(n: int) -> tuple[list[str], list[str]]:
+    good, bad = ["great fun film", "great acting and fun"], ["awful dull film", "awful boring and dull"]
+    texts = [f"{(good if i % 2 else bad)[i % 4 // 2]} number {i}" for i in range(n)]
+    return texts, ["pos" if i % 2 else "neg" for i in range(n)]
+
+
+def test_floor_separates_tiny_data_and_reports_macro_f1(suite):
+    floor = suite.tfidf_floor(*tiny_texts(40), *tiny_texts(10))
+    assert floor.accuracy == 1.0 and floor.f1_macro == 1.0 and floor.seconds >= 0 and floor.error is None
+
+
+def test_floor_on_an_imdb_layout_archive(suite, tmp_path):
+    archive = tmp_path / "aclImdb_v1.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        texts, labels = tiny_texts(24)
+        for split in ("train", "test"):
+            for i, (text, label) in enumerate(zip(texts, labels)):
+                data = text.encode()
+                member = tarfile.TarInfo(f"aclImdb/{split}/{label}/{i}_7.txt")
+                member.size = len(data)
+                tar.addfile(member, io.BytesIO(data))
+        extra = tarfile.TarInfo("aclImdb/train/unsup/0_0.txt")  # unlabelled reviews are not read
+        extra.size = 1
+        tar.addfile(extra, io.BytesIO(b"x"))
+    (tmp_path / "imdb").mkdir()
+    archive.rename(tmp_path / "imdb" / archive.name)
+    splits = suite.read_imdb_archive(tmp_path / "imdb" / archive.name)
+    assert len(splits["train"][0]) == 24 and sorted(set(splits["test"][1])) == ["neg", "pos"]
+    floor = suite.floor_for("imdb", tmp_path)
+    assert floor.error is None and floor.accuracy == 1.0
+
+
+def test_floor_failure_is_recorded_not_raised(suite, tmp_path):
+    floor = suite.floor_for("mr", tmp_path)
+    assert floor.accuracy is None and "train.csv" in floor.error
+
+
+def test_default_config_names_only_experiment_data_and_model_type(suite, tmp_path):
+    config = suite.default_config("cr", "lstm", tmp_path)
+    assert set(config) == {"experiment", "data", "model", "output"}
+    assert config["model"] == {"type": "lstm"} and set(config["output"]) == {"runs_dir"}
+    assert set(config["data"]) == {"format", "train", "test", "prepared_dir"}
+    imdb = suite.default_config("imdb", "cnn", tmp_path)["data"]
+    assert imdb["format"] == "imdb" and imdb["train"].endswith("aclImdb_v1.tar.gz") and "test" not in imdb
+
+
+def sample_section(suite) -> str:
+    floors = {"cr": suite.Floor(accuracy=0.788, f1_macro=0.75, seconds=1.5)}
+    runs = [suite.RunResult("cr", "default cnn", train_s=42.0, epochs=5, best_epoch=3, valid_accuracy=0.8,
+                            test_accuracy=0.8, f1_macro=0.78),
+            suite.RunResult("cr", "default lstm", status="failed", error="exit 3: error: bad | data")]
+    info = {"cpu": "Test CPU", "cores": 2, "amx": [], "avx512_bf16": True, "torch": "2.x", "python": "3.11",
+            "system": "Linux"}
+    return suite.render_section(runs, floors, info, "python bench/run_suite.py --only cr", "fp32", "2026-01-01")
+
+
+def test_table_rows_margin_failure_and_machine(suite):
+    section = sample_section(suite)
+    assert section.startswith(suite.BEGIN) and section.endswith(suite.END)
+    assert "| cr | default cnn | 80.00 | 78.00 | 42 s | 5 (3) | 80.00 | 78.80 | 75.00 | +1.20 (above) |" in section
+    assert "default lstm **failed**: exit 3: error: bad / data" in section  # a pipe would break the table
+    assert "AMX: no; avx512_bf16: yes" in section and "python bench/run_suite.py --only cr" in section
+
+
+def test_section_replaces_only_its_own_part(suite):
+    section = sample_section(suite)
+    document = f"# Results\n\nkept above\n\n{suite.BEGIN}\nold table\n{suite.END}\n\nkept below\n"
+    updated = suite.replace_section(document, section)
+    assert "old table" not in updated and updated.count(suite.BEGIN) == 1
+    assert updated.startswith("# Results\n\nkept above\n\n") and updated.endswith(f"{suite.END}\n\nkept below\n")
+    assert suite.replace_section(updated, section) == updated
+    appended = suite.replace_section("# Other\n", section)
+    assert appended.startswith("# Other\n\n") and appended.endswith(suite.END + "\n")
+
+
+def test_a_failing_textclf_step_is_recorded_and_the_suite_goes_on(suite, tmp_path, monkeypatch):
+    monkeypatch.setattr(suite, "WORK", tmp_path / "work")
+    config = suite.write_config(suite.default_config("mr", "cnn", tmp_path), tmp_path / "mr-cnn.yaml")
+    result = suite.train_and_evaluate(suite.RunResult("mr", "default cnn"), config, [], "fp32")
+    assert result.status == "failed" and result.test_accuracy is None
+    assert result.error.startswith("exit 3:") and "train.csv" in result.error
+    assert result.commands == [f"textclf prepare {config}"]
