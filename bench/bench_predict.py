@@ -142,12 +142,13 @@ def main() -> None:
         "",
         "| what | result | speed |",
         "|---|---|---|",
-        *tokenizer_rows(test.texts[: args.tokenize_sample]),
-        *model_rows(args.checkpoint, texts, labels),
-        *cli_rows(args.checkpoint, texts),
     ]
+    print("\n".join(lines), flush=True)
+    for rows in (lambda: tokenizer_rows(test.texts[: args.tokenize_sample]),
+                 lambda: model_rows(args.checkpoint, texts, labels), lambda: cli_rows(args.checkpoint, texts)):
+        lines.extend(rows())
+        print("\n".join(lines[-4:]), flush=True)
     write_section(lines)
-    print("\n".join(lines))
 
 
 if __name__ == "__main__":
