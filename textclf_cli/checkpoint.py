@@ -166,8 +166,9 @@ def load_model(path: Path, device: torch.device) -> LoadedModel:
     checkpoint = load_checkpoint(path)
     try:
         meta = CheckpointMeta.from_dict(checkpoint)
-        model = build_model(meta.model_type, len(meta.vocab), len(meta.labels), meta.model_kwargs)
-        model.load_state_dict(checkpoint["state_dict"])
+        with torch.device("meta"):  # no memory and no random init for weights the checkpoint replaces at once
+            model = build_model(meta.model_type, len(meta.vocab), len(meta.labels), meta.model_kwargs)
+        model.load_state_dict(checkpoint["state_dict"], assign=True)
     except (KeyError, TypeError, RuntimeError) as exc:
         raise RunError(f"{path}: checkpoint is incomplete or does not match its model ({str(exc)[:160]})") from None
     model.to(device).eval()

@@ -20,11 +20,13 @@ class AmpSettings:
         return self.dtype is not None
 
 
-def resolve_precision(requested: str, device: torch.device, key: str = "train.precision") -> AmpSettings:
-    """auto means bf16 where the hardware computes it natively (recent GPUs, CPUs with AMX), else fp32."""
+def resolve_precision(requested: str, device: torch.device, key: str = "train.precision",
+                      training: bool = True) -> AmpSettings:
+    """auto means bf16 where the hardware computes it natively (recent GPUs, CPUs with AMX; for inference also
+    CPUs with AVX512-BF16), else fp32."""
     name = requested
     if requested == "auto":
-        name = "bf16" if _native_bf16(device) else "fp32"
+        name = "bf16" if _native_bf16(device, training) else "fp32"
     if name == "fp16" and device.type != "cuda":
         raise ConfigError(f"{key}: fp16 needs a CUDA device (device is {device}); use fp32 or bf16")
     if name == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
@@ -37,18 +39,24 @@ def resolve_precision(requested: str, device: torch.device, key: str = "train.pr
 
 def inference_dtype(requested: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for evaluate/predict (None: plain fp32)."""
-    return resolve_precision(requested, device, key="--precision").dtype
+    return resolve_precision(requested, device, key="--precision", training=False).dtype
 
 
-def _native_bf16(device: torch.device) -> bool:
-    # Emulated bf16 (pre-Ampere GPUs, CPUs without AMX) is slower than fp32, so auto only takes bf16 where the
-    # hardware has it. On an AMX CPU, oneDNN's bf16 convolutions made a TextCNN step ~1.7x faster.
+def _native_bf16(device: torch.device, training: bool = True) -> bool:
+    # Emulated bf16 (pre-Ampere GPUs, CPUs without AMX or AVX512-BF16) is slower than fp32, so auto only takes
+    # bf16 where the hardware has it. On an AMX CPU, oneDNN's bf16 convolutions made a TextCNN step ~1.7x
+    # faster. AVX512-BF16 alone (AMD Zen 4/5) made IMDb TextCNN inference 2.3x faster with the same test
+    # accuracy (bench/RESULTS.md); training there is not measured yet, so it keeps fp32.
     if device.type == "cpu":
-        amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
-        return bool(amx and amx())
+        return _cpu_has("_is_amx_tile_supported") or (not training and _cpu_has("_is_avx512_bf16_supported"))
     if device.type != "cuda":
         return False
     try:
         return torch.cuda.is_bf16_supported(including_emulation=False)
     except TypeError:  # torch < 2.4 has no such argument and already answers for the hardware
         return torch.cuda.is_bf16_supported()
+
+
+def _cpu_has(probe: str) -> bool:
+    check = getattr(torch.cpu, probe, None)  # private torch probes: absent in some versions, so default to no
+    return bool(check and check())

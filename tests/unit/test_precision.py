@@ -34,10 +34,27 @@ def test_bf16_on_cpu_autocasts_without_scaler():
 
 
 def test_auto_on_cpu_follows_amx(monkeypatch):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
     assert resolve_precision("auto", CPU).name == "fp32"
+    assert inference_dtype("auto", CPU) is None
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
     assert resolve_precision("auto", CPU).name == "bf16"
+    assert inference_dtype("auto", CPU) is torch.bfloat16
+
+
+def test_auto_on_an_avx512_bf16_cpu_is_bf16_for_inference_only(monkeypatch):
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    assert inference_dtype("auto", CPU) is torch.bfloat16
+    assert inference_dtype("fp32", CPU) is None  # fp32 stays selectable
+    assert resolve_precision("auto", CPU).name == "fp32"  # training: not measured on such CPUs, so fp32
+
+
+def test_auto_without_torchs_cpu_probes_is_fp32(monkeypatch):
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported")
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported")
+    assert inference_dtype("auto", CPU) is None
 
 
 def test_inference_fp16_on_cpu_names_the_option():

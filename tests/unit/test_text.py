@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from textclf_cli.data import text as text_module
@@ -116,3 +119,37 @@ def test_process_pool_gives_the_same_tokens_in_order(monkeypatch: pytest.MonkeyP
     texts = [f"Text number {i}: <b>word{i % 7}</b>!" for i in range(300)]
     settings = TokenizerSettings(kind="regexp", strip_punctuation=True)
     assert tokenize_all(texts, settings, workers=2) == tokenize_all(texts, settings, workers=1)
+
+
+TRICKY_TEXTS = [
+    "7½/10, alien³ and 2² stars; x₁ ⅓ ٣ ₂",  # numeric symbols: `re`'s \w takes them, nltk's engine does not
+    "don't won't rock'n'roll o'clock '90s the 80's' ''quoted'' l'amour",
+    "naïve café CAFÉ déjà-vu ﬁne e\u0301 combining\u0301 marks ß ǅ İstanbul",
+    "日本語のテキスト 中文 한국어 עברית العربية ไทย हिन्दी",
+    "emoji 😀👍🏽 ❤️ #hashtag @user snake_case __init__ a_b'c_d",
+    "tabs\tand\nnewlines\r\nand\u00a0nbsp\u2003em\u200bzero-width\u2028line",
+    "$5.99 3.14 1,000,000 -1 +2 50% a+b=c <tag> &amp; ... !!! ?!",
+    "'' ' 'a a' '' x'' ''y",
+    "",
+]
+
+
+@pytest.mark.parametrize("lowercase", [True, False])
+@pytest.mark.parametrize("strip_html", [True, False])
+def test_regexp_tokens_equal_nltks_regexp_tokenizer(lowercase: bool, strip_html: bool) -> None:
+    from nltk.tokenize import RegexpTokenizer
+
+    from textclf_cli.data.text import WORD_OR_PUNCT
+
+    ours = Tokenizer(TokenizerSettings(kind="regexp", lowercase=lowercase, strip_html=strip_html))
+    reference = Tokenizer(ours.settings)
+    reference._split = RegexpTokenizer(WORD_OR_PUNCT).tokenize  # nltk's own splitter, same cleaning
+    for text in TRICKY_TEXTS:
+        assert ours(text) == reference(text), text
+
+
+def test_regexp_tokenizer_does_not_import_nltk() -> None:
+    code = ("import sys; from textclf_cli.data.text import Tokenizer, TokenizerSettings; "
+            "print(Tokenizer(TokenizerSettings(kind='regexp'))('7½ stars')); print('nltk' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.split("\n")[:2] == ["['7', '½', 'stars']", "False"]
