@@ -62,7 +62,22 @@ def search_space(config: Config) -> dict[str, TuneRange]:
         space["train.lr"] = PLAIN_SGD_LR
     if config.model.pretrained_embeddings is not None:  # the vectors fix the embedding size
         space.pop("model.embedding_dim", None)
-    return space
+    return {key: _widened(spec, _config_value(config, key)) for key, spec in space.items()}
+
+
+def _config_value(config: Config, key: str) -> Any:
+    section, _, name = key.partition(".")
+    return config.model_dump(mode="json")[section][name]
+
+
+def _widened(spec: TuneRange, value: Any) -> TuneRange:
+    """A default range stretched to hold the config's own value, so that the first trial can run the config
+    exactly as written."""
+    if spec.choices is not None:
+        return spec if value in spec.choices else TuneRange(choices=[value, *spec.choices])
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or (spec.log and value <= 0):
+        return spec
+    return TuneRange(low=min(spec.low, value), high=max(spec.high, value), log=spec.log)
 
 
 def value_kinds(config: Config, space: dict[str, TuneRange]) -> dict[str, str]:
@@ -106,11 +121,9 @@ def decode_params(space: dict[str, TuneRange], stored: dict[str, Any]) -> dict[s
 def params_as_written(config: Config, space: dict[str, TuneRange]) -> dict[str, Any]:
     """The config's own values of the searched keys that lie inside the space, as stored labels: the first
     trial runs them, so the study never ends below the untuned config."""
-    raw = config.model_dump(mode="json")
     params = {}
     for key, spec in space.items():
-        section, _, name = key.partition(".")
-        value = raw[section][name]
+        value = _config_value(config, key)
         if spec.choices is not None:
             if value in spec.choices:
                 params[key] = choice_label(value)

@@ -21,7 +21,7 @@ import yaml
 from textclf_cli import files
 from textclf_cli import search_space as spaces
 from textclf_cli.atomic import write_text_atomic
-from textclf_cli.config import Config, config_to_dict, load_config, validate_config
+from textclf_cli.config import Config, TuneRange, config_to_dict, load_config, validate_config
 from textclf_cli.console import add_log_file, log, remove_handler
 from textclf_cli.errors import ConfigError, Interrupted, RunError
 from textclf_cli.runs import COMPLETED, RUNNING, experiment_lock, point_link, read_status, run_order
@@ -91,15 +91,16 @@ def tune(config: Config, options: TuneOptions) -> TuneResult | None:
 
 def _tune_in(study_dir: Path, config: Config, options: TuneOptions) -> TuneResult | None:
     study = open_study(study_dir, config, options.worker)
-    space = spaces.search_space(config)
+    space = study_space(study, config)
     runner = TrialRunner(config, study_dir, space, spaces.value_kinds(config, space), options.keep)
-    if options.resume is None:  # trial 0 is the config as written, so the best is never below it
-        study.enqueue_trial(spaces.params_as_written(config, space))
+    if options.resume is None:
         log.info(f"study {study_dir}: searching {', '.join(space)}; {config.train.monitor} "
                  f"({study.direction.name.lower()})")
     else:
         fail_orphaned_trials(study)
         log.info(f"continuing study {study_dir} ({len(study.trials)} trial(s) so far)")
+    if not options.worker:
+        enqueue_as_written(study, spaces.params_as_written(config, space))
     workers = start_workers(config, options, study_dir) if options.jobs > 1 else []
     try:
         run_trials(study, runner, options)
@@ -194,6 +195,27 @@ def fail_orphaned_trials(study: Any, own: bool = False) -> None:
             study.tell(trial.number, state=TrialState.FAIL)
             if not own:
                 log.warning(f"trial {trial.number} was left running by process {pid}, which is gone: marked failed")
+
+
+def study_space(study: Any, config: Config) -> dict[str, TuneRange]:
+    """The search space, stored in the study when it begins: a resumed study keeps it even if the defaults of
+    a later textclf version differ (Optuna refuses a changed space)."""
+    stored = study.user_attrs.get("space")
+    if stored is not None:
+        return {key: TuneRange(**spec) for key, spec in stored.items()}
+    space = spaces.search_space(config)
+    study.set_user_attr("space", {key: spec.model_dump() for key, spec in space.items()})
+    return space
+
+
+def enqueue_as_written(study: Any, params: dict[str, Any]) -> None:
+    """The first trial runs the config's own values, so the study never ends below the untuned config; again
+    after a resume if that trial failed (was interrupted)."""
+    from optuna.trial import TrialState
+
+    if not any(trial.state != TrialState.FAIL and trial.system_attrs.get("fixed_params") == params
+               for trial in study.get_trials(deepcopy=False)):
+        study.enqueue_trial(params)
 
 
 def pid_alive(pid: Any) -> bool:
