@@ -210,11 +210,14 @@ def study_space(study: Any, config: Config) -> dict[str, TuneRange]:
 
 def enqueue_as_written(study: Any, params: dict[str, Any]) -> None:
     """The first trial runs the config's own values, so the study never ends below the untuned config; again
-    after a resume if that trial failed (was interrupted)."""
+    after a resume if that trial was interrupted or killed (a real failure is not retried)."""
     from optuna.trial import TrialState
 
-    if not any(trial.state != TrialState.FAIL and trial.system_attrs.get("fixed_params") == params
-               for trial in study.get_trials(deepcopy=False)):
+    def ran(trial: Any) -> bool:
+        return trial.state != TrialState.FAIL or trial.user_attrs.get("message", "interrupted") != "interrupted"
+
+    if not any(ran(trial) for trial in study.get_trials(deepcopy=False)
+               if trial.system_attrs.get("fixed_params") == params):
         study.enqueue_trial(params)
 
 

@@ -150,3 +150,18 @@ def test_sigterm_mid_trial_marks_it_failed_and_exits_130_with_the_study_intact(t
     stored = optuna.load_study(study_name="textclf", storage=f"sqlite:///{study / 'study.db'}")
     assert [trial.state.name for trial in stored.trials] == ["FAIL"]
     assert not [path for path in study.iterdir() if path.is_dir() and not path.is_symlink()]  # not useful: gone
+
+
+def test_jobs_runs_a_worker_process_on_the_same_study(tmp_path: Path) -> None:
+    config = tune_config(tmp_path, epochs=20)
+    result = tune(config, "--trials", "4", "--jobs", "2")
+    study = study_dir_of(config)
+    log_text = (study / "tune.log").read_text()
+    assert "started 1 worker process(es) on the study" in log_text
+    assert f"continuing study {study}" in log_text  # the worker joined through --resume
+    trials = trials_csv(study)
+    assert trials["number"].tolist() == list(range(len(trials)))
+    assert 4 <= (trials["state"] != "fail").sum() <= 5  # the two processes may both start the last trial
+    stored = optuna.load_study(study_name="textclf", storage=f"sqlite:///{study / 'study.db'}")
+    assert len({trial.user_attrs["pid"] for trial in stored.trials}) in (1, 2)
+    assert RESULT_LINE.match(result.stdout.strip().splitlines()[-1])
