@@ -474,17 +474,17 @@ def check_resumable(stored: Config, current: Config, run_dir: Path) -> None:
     """Refuse to --resume run_dir when the config differs from the run's in anything but RESUMABLE_KEYS.
 
     Paths compare as absolute paths: a run's config.yaml stores them so (older runs: as written)."""
-    changed = _flat_differences(config_to_dict(with_absolute_paths(stored)), config_to_dict(with_absolute_paths(current)))
+    changed = flat_differences(config_to_dict(with_absolute_paths(stored)), config_to_dict(with_absolute_paths(current)))
     differences = sorted(key for key in changed if key not in RESUMABLE_KEYS)
     if differences:
         raise ConfigError(f"--resume {run_dir}: the config differs from the run's in {', '.join(differences)}; "
                           f"only {RESUMABLE_HINT} may change when resuming")
 
 
-def _flat_differences(left: Any, right: Any, prefix: str = "") -> list[str]:
+def flat_differences(left: Any, right: Any, prefix: str = "") -> list[str]:
     """Dotted keys whose values differ between two nested dicts, e.g. ['train.lr', 'model.type']."""
     if isinstance(left, dict) and isinstance(right, dict):
         keys = sorted(set(left) | set(right))
-        return [diff for key in keys for diff in _flat_differences(left.get(key), right.get(key), f"{prefix}{key}.")]
+        return [diff for key in keys for diff in flat_differences(left.get(key), right.get(key), f"{prefix}{key}.")]
     # `auto` resolves the same way on the same data, which the other keys pin down
     return [] if left == right or right == AUTO else [prefix.rstrip(".")]

@@ -21,7 +21,7 @@ import yaml
 from textclf_cli import files
 from textclf_cli import search_space as spaces
 from textclf_cli.atomic import write_text_atomic
-from textclf_cli.config import Config, TuneRange, config_to_dict, load_config, validate_config
+from textclf_cli.config import Config, TuneRange, config_to_dict, flat_differences, load_config, validate_config
 from textclf_cli.console import add_log_file, log, remove_handler
 from textclf_cli.errors import ConfigError, Interrupted, RunError
 from textclf_cli.runs import COMPLETED, RUNNING, experiment_lock, point_link, read_status, run_order
@@ -154,13 +154,6 @@ def check_study_dir(config: Config, study_dir: Path) -> None:
     if differences:
         raise ConfigError(f"--resume {study_dir}: the config differs from the study's in {', '.join(differences)}; "
                           f"a study continues with the config it began with (start a new study to change it)")
-
-
-def flat_differences(left: Any, right: Any, prefix: str = "") -> list[str]:
-    if isinstance(left, dict) and isinstance(right, dict):
-        keys = sorted(set(left) | set(right))
-        return [diff for key in keys for diff in flat_differences(left.get(key), right.get(key), f"{prefix}{key}.")]
-    return [] if left == right else [prefix.rstrip(".")]
 
 
 def open_study(study_dir: Path, config: Config, worker: int) -> Any:
