@@ -5,13 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
@@ -21,17 +14,22 @@ import yaml
 from textclf_cli import files
 from textclf_cli import search_space as spaces
 from textclf_cli.atomic import write_text_atomic
-from textclf_cli.config import Config, TuneRange, config_to_dict, flat_differences, load_config, validate_config
+from textclf_cli.config import Config, config_to_dict, validate_config
 from textclf_cli.console import add_log_file, log, remove_handler
 from textclf_cli.errors import ConfigError, Interrupted, RunError
-from textclf_cli.runs import COMPLETED, RUNNING, experiment_lock, point_link, read_status, run_order
+from textclf_cli.study import (
+    HOST,
+    enqueue_as_written,
+    fail_orphaned_trials,
+    keep_useful_trial_folders,
+    open_study,
+    open_study_dir,
+    ranked_trials,
+    study_space,
+)
+from textclf_cli.tune_workers import TuneSignals, start_workers, stop_workers, wait_for_workers
 
-STUDY_NAME = "textclf"
 DEFAULT_TRIALS = 20
-STARTUP_TRIALS = 5  # random trials (after the config as written) before TPE models the space
-PRUNE_FROM_EPOCH = 2  # no trial is judged on its first epoch alone
-PRUNER_STARTUP_TRIALS = 3  # nor before three trials have finished to compare with
-HOST = socket.gethostname()
 
 
 @dataclass
@@ -112,116 +110,6 @@ def _tune_in(study_dir: Path, config: Config, options: TuneOptions) -> TuneResul
         stop_workers(workers)
         raise
     return None if options.worker else finish_study(study, runner)
-
-
-def import_optuna() -> Any:
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.ERROR)  # textclf logs each trial itself, without tracebacks
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    return optuna
-
-
-# ---------------------------------------------------------------------------------------------------------
-# the study folder and its storage
-
-
-def open_study_dir(config: Config, resume: Path | None) -> Path:
-    """A new runs/<experiment>/tune-<stamp> with the config in study.yaml, or the --resume folder checked."""
-    if resume is not None:
-        check_study_dir(config, resume)
-        return resume
-    experiment_dir = config.output.runs_dir / config.experiment
-    experiment_dir.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    for suffix in range(1000):
-        study_dir = experiment_dir / f"{files.STUDY_PREFIX}{stamp}{'' if suffix == 0 else f'-{suffix}'}"
-        try:
-            study_dir.mkdir()  # atomic: two tune commands never share a fresh study
-        except FileExistsError:
-            continue
-        write_text_atomic(study_dir / files.STUDY_CONFIG, yaml.safe_dump(config_to_dict(config), sort_keys=False))
-        return study_dir
-    raise RunError(f"{experiment_dir}: could not find a free study folder name for {stamp}")
-
-
-def check_study_dir(config: Config, study_dir: Path) -> None:
-    if not (study_dir / files.STUDY_DB).is_file() or not (study_dir / files.STUDY_CONFIG).is_file():
-        raise RunError(f"{study_dir}: not a textclf study folder (no {files.STUDY_DB} or {files.STUDY_CONFIG}); "
-                       f"pass a folder made by textclf tune, such as runs/<experiment>/tune-<id>")
-    stored = load_config(study_dir / files.STUDY_CONFIG)
-    differences = flat_differences(config_to_dict(stored), config_to_dict(config))
-    if differences:
-        raise ConfigError(f"--resume {study_dir}: the config differs from the study's in {', '.join(differences)}; "
-                          f"a study continues with the config it began with (start a new study to change it)")
-
-
-def open_study(study_dir: Path, config: Config, worker: int) -> Any:
-    optuna = import_optuna()
-    storage = optuna.storages.RDBStorage(
-        f"sqlite:///{(study_dir / files.STUDY_DB).resolve()}",
-        engine_kwargs={"connect_args": {"timeout": 60}},  # wait for another process's write instead of failing
-        heartbeat_interval=60, grace_period=180,  # a trial whose process died elsewhere is marked failed later
-    )
-    study = optuna.create_study(
-        storage=storage, study_name=STUDY_NAME, load_if_exists=True,
-        direction="minimize" if config.train.monitor == "valid_loss" else "maximize",
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=PRUNER_STARTUP_TRIALS, n_warmup_steps=PRUNE_FROM_EPOCH),
-    )
-    # seeded for repeatable studies, but never replaying the draws of an earlier process of the same study
-    study.sampler = optuna.samplers.TPESampler(seed=config.seed + 1000 * worker + len(study.trials),
-                                               n_startup_trials=STARTUP_TRIALS, multivariate=True,
-                                               constant_liar=True)
-    return study
-
-
-def fail_orphaned_trials(study: Any, own: bool = False) -> None:
-    """Mark failed the trials left running by a process of this machine that is gone (killed), or with
-    own=True by this process (stopped outside its objective, e.g. while Optuna was recording it)."""
-    from optuna.trial import TrialState
-
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        pid = trial.user_attrs.get("pid")
-        if trial.user_attrs.get("host") != HOST or pid is None:
-            continue
-        if (own and pid == os.getpid()) or (not own and not pid_alive(pid)):
-            study.tell(trial.number, state=TrialState.FAIL)
-            if not own:
-                log.warning(f"trial {trial.number} was left running by process {pid}, which is gone: marked failed")
-
-
-def study_space(study: Any, config: Config) -> dict[str, TuneRange]:
-    """The search space, stored in the study when it begins: a resumed study keeps it even if the defaults of
-    a later textclf version differ (Optuna refuses a changed space)."""
-    stored = study.user_attrs.get("space")
-    if stored is not None:
-        return {key: TuneRange(**spec) for key, spec in stored.items()}
-    space = spaces.search_space(config)
-    study.set_user_attr("space", {key: spec.model_dump() for key, spec in space.items()})
-    return space
-
-
-def enqueue_as_written(study: Any, params: dict[str, Any]) -> None:
-    """The first trial runs the config's own values, so the study never ends below the untuned config; again
-    after a resume if that trial was interrupted or killed (a real failure is not retried)."""
-    from optuna.trial import TrialState
-
-    def ran(trial: Any) -> bool:
-        return trial.state != TrialState.FAIL or trial.user_attrs.get("message", "interrupted") != "interrupted"
-
-    if not any(ran(trial) for trial in study.get_trials(deepcopy=False)
-               if trial.system_attrs.get("fixed_params") == params):
-        study.enqueue_trial(params)
-
-
-def pid_alive(pid: Any) -> bool:
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, ValueError, TypeError, OverflowError):
-        return True  # someone else's process, or a pid we cannot judge: leave it alone
-    return True
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -357,56 +245,6 @@ def log_trial(study: Any, trial: Any, monitor: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# trial folders: keep the best few and the running ones
-
-
-def ranked_trials(study: Any) -> list[Any]:
-    """Completed trials, best first (ties: the earlier trial)."""
-    from optuna.study import StudyDirection
-    from optuna.trial import TrialState
-
-    sign = -1.0 if study.direction == StudyDirection.MAXIMIZE else 1.0
-    completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    return sorted(completed, key=lambda trial: (sign * trial.value, trial.number))
-
-
-def keep_useful_trial_folders(study: Any, study_dir: Path, keep: int) -> None:
-    """Delete the run folders of pruned, failed and no-longer-top trials; keep the best `keep` and running ones."""
-    from optuna.trial import TrialState
-
-    ranked = ranked_trials(study)
-    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-    useful = {Path(trial.user_attrs["run_dir"]).name for trial in ranked[:keep] + running
-              if "run_dir" in trial.user_attrs}
-    for folder in sorted(study_dir.iterdir()):
-        if folder.name in useful or folder.is_symlink() or not folder.is_dir():
-            continue
-        status = read_status(folder)
-        if status is None:  # not a run folder, or one being created this instant
-            continue
-        pid = status.get("pid")
-        if status.get("status") == RUNNING and pid != os.getpid() and pid_alive(pid):
-            continue  # another process's trial before its first epoch
-        shutil.rmtree(folder, ignore_errors=True)
-    best_dir = Path(ranked[0].user_attrs.get("run_dir", "")) if ranked else None
-    relink(study_dir, best_dir if best_dir is not None and best_dir.is_dir() else None)
-
-
-def relink(study_dir: Path, best_dir: Path | None) -> None:
-    """`best` -> the best trial's folder; `latest` -> the newest completed folder still there."""
-    with experiment_lock(study_dir):
-        completed = [folder for folder in study_dir.iterdir() if folder.is_dir() and not folder.is_symlink()
-                     and (read_status(folder) or {}).get("status") == COMPLETED]
-        for name, target in ((files.LATEST_LINK, max(completed, key=lambda f: run_order(f.name), default=None)),
-                             (files.BEST_LINK, best_dir)):
-            link = study_dir / name
-            if target is not None:
-                point_link(study_dir, name, target)
-            elif link.is_symlink() and not link.exists():
-                link.unlink()
-
-
-# ---------------------------------------------------------------------------------------------------------
 # the end of a study
 
 
@@ -459,93 +297,3 @@ def interrupted(study: Any, runner: TrialRunner, study_dir: Path, options: TuneO
                        f"with textclf tune CONFIG --resume {study_dir}")
 
 
-# ---------------------------------------------------------------------------------------------------------
-# signals and --jobs worker processes
-
-
-class TuneSignals:
-    """SIGTERM stops tune like Ctrl-C between trials; a second signal exits at once. During training the
-    loop's own guard takes both signals and ends the trial after the current batch."""
-
-    def __init__(self) -> None:
-        self.received: str | None = None
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> TuneSignals:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                self._previous[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread
-                pass
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.received:
-            os._exit(130)
-        self.received = signal.Signals(signum).name
-        log.warning(f"{self.received} received: stopping (send it again to quit at once)")
-        raise KeyboardInterrupt(self.received)
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-
-def start_workers(config: Config, options: TuneOptions, study_dir: Path) -> list[subprocess.Popen]:
-    """jobs - 1 more `tune --resume` processes on the same study; this process runs trials too."""
-    command = [sys.executable, "-m", "textclf_cli", "tune", str(options.config_path), "--resume", str(study_dir),
-               "--quiet", "--keep", str(options.keep)]
-    for override in options.overrides:
-        command += ["--set", override]
-    if options.trials is not None:
-        command += ["--trials", str(options.trials)]
-    if options.timeout is not None:
-        command += ["--timeout", f"{max(1.0, options.timeout):.0f}"]
-    gpus, threads = share_devices(config, options.jobs)
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
-    workers = []
-    for index in range(1, options.jobs):
-        env = dict(os.environ)
-        if threads:
-            env["OMP_NUM_THREADS"] = str(threads)
-        if gpus:
-            env["CUDA_VISIBLE_DEVICES"] = gpus[index % len(gpus)]
-        # its own session: a terminal's Ctrl-C reaches this process alone, which stops the workers in order
-        workers.append(subprocess.Popen(command + ["--worker", str(index)], stdout=subprocess.DEVNULL, env=env,
-                                        start_new_session=True))
-    log.info(f"started {len(workers)} worker process(es) on the study (pids {', '.join(str(w.pid) for w in workers)})")
-    return workers
-
-
-def share_devices(config: Config, jobs: int) -> tuple[list[str], int | None]:
-    """(GPUs to deal round-robin to the workers when several are visible, CPU threads per process)."""
-    import torch
-
-    if config.device in ("auto", "cuda") and torch.cuda.device_count() > 1:
-        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-        return (visible.split(",") if visible else [str(index) for index in range(torch.cuda.device_count())]), None
-    on_cpu = config.device == "cpu" or not torch.cuda.is_available()
-    threads = max(1, (os.cpu_count() or 1) // jobs) if on_cpu and not config.train.num_threads else None
-    return [], threads
-
-
-def wait_for_workers(workers: list[subprocess.Popen]) -> None:
-    for worker in workers:
-        code = worker.wait()
-        if code != 0:
-            log.warning(f"worker process {worker.pid} exited with code {code} (see {files.TUNE_LOG})")
-
-
-def stop_workers(workers: list[subprocess.Popen]) -> None:
-    """SIGTERM: each worker ends its trial after the current batch and marks it failed."""
-    for worker in workers:
-        if worker.poll() is None:
-            worker.send_signal(signal.SIGTERM)
-    for worker in workers:
-        try:
-            worker.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            worker.kill()

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import optuna
 import pandas as pd
+import pytest
 
 from tests.conftest import run_cli, tiny_config
 from textclf_cli.config import load_config
@@ -131,14 +132,20 @@ def test_unknown_tune_key_is_refused_before_any_work(tmp_path: Path) -> None:
 
 def test_sigterm_mid_trial_marks_it_failed_and_exits_130_with_the_study_intact(tmp_path: Path) -> None:
     config = tiny_config(tmp_path, n_train=400, train={"epochs": 500, "num_threads": 1}, tune=SPACE)
+    assert run_cli("prepare", str(config)).exit_code == 0  # so that the child only trains
     process = subprocess.Popen([sys.executable, "-m", "textclf_cli", "tune", str(config), "--trials", "1"],
                                cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while not list((tmp_path / "runs/tiny").glob("tune-*/*/history.csv")):  # the trial is training
-        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
-        time.sleep(0.05)
-    process.send_signal(signal.SIGTERM)
-    stdout, stderr = process.communicate(timeout=60)
+    try:
+        deadline = time.monotonic() + 180
+        while not list((tmp_path / "runs/tiny").glob("tune-*/*/history.csv")):  # the trial is training
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                pytest.fail(f"the trial never started training: {process.communicate()}")
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()
     assert process.returncode == 130, stderr
     study = study_dir_of(config)
     assert f"tune interrupted during trial 0, which is marked failed; 0 trial(s) completed; the study is intact: " \
