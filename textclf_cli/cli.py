@@ -189,8 +189,8 @@ def tune(
     config_path: Annotated[Path, typer.Argument(metavar="CONFIG", help="YAML config (its tune: section, if any, "
                                                 "is the search space).")],
     trials: Annotated[int | None, typer.Option(
-        "--trials", min=1, help="Stop when the study has N finished trials, resumed ones included [default: 20, "
-                                "or unlimited with --timeout].")] = None,
+        "--trials", min=1, help="Stop when the study has N finished trials, resumed ones included (default 20; "
+                                "no limit with --timeout).")] = None,
     timeout: Annotated[str | None, typer.Option(
         "--timeout", help="Start no new trial after this long: 90s, 30m, 2h, 1h30m.")] = None,
     jobs: Annotated[int, typer.Option("--jobs", min=1, help="Trials at once, one process each.")] = 1,
