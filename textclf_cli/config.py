@@ -462,7 +462,10 @@ def with_absolute_paths(config: Config) -> Config:
 
 def config_to_dict(config: Config) -> dict[str, Any]:
     """Plain JSON/YAML-safe dict (paths as strings), e.g. for config.yaml and checkpoints."""
-    return config.model_dump(mode="json", exclude={"tune"} if config.tune is None else None)
+    raw = config.model_dump(mode="json", exclude={"tune"})
+    if config.tune is not None:  # as written: {low, high, log} or {choices}, without the unused fields
+        raw["tune"] = {key: spec.model_dump(mode="json", exclude_defaults=True) for key, spec in config.tune.items()}
+    return raw
 
 
 # a resumed run may train longer and change its bookkeeping; anything else makes another run
