@@ -4,7 +4,6 @@ began with, and which trial folders are still worth keeping."""
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import time
 from pathlib import Path
@@ -15,10 +14,11 @@ import yaml
 from textclf_cli import files
 from textclf_cli import search_space as spaces
 from textclf_cli.atomic import write_text_atomic
-from textclf_cli.config import Config, TuneRange, config_to_dict, flat_differences, load_config
+from textclf_cli.config import Config, TuneRange, config_to_dict, flat_differences, load_config, with_absolute_paths
 from textclf_cli.console import log
 from textclf_cli.errors import ConfigError, RunError
-from textclf_cli.runs import COMPLETED, RUNNING, experiment_lock, point_link, read_status, run_order
+from textclf_cli.prune import delete_run, remove_leftovers
+from textclf_cli.runs import COMPLETED, experiment_lock, point_link, read_status, run_folders
 
 STUDY_NAME = "textclf"
 STARTUP_TRIALS = 5  # random trials (after the config as written) before TPE models the space
@@ -51,7 +51,9 @@ def open_study_dir(config: Config, resume: Path | None) -> Path:
             study_dir.mkdir()  # atomic: two tune commands never share a fresh study
         except FileExistsError:
             continue
-        write_text_atomic(study_dir / files.STUDY_CONFIG, yaml.safe_dump(config_to_dict(config), sort_keys=False))
+        # paths made absolute, as in a run's config.yaml: the study can be resumed from another folder
+        study_config = config_to_dict(with_absolute_paths(config))
+        write_text_atomic(study_dir / files.STUDY_CONFIG, yaml.safe_dump(study_config, sort_keys=False))
         return study_dir
     raise RunError(f"{experiment_dir}: could not find a free study folder name for {stamp}")
 
@@ -61,7 +63,7 @@ def check_study_dir(config: Config, study_dir: Path) -> None:
         raise RunError(f"{study_dir}: not a textclf study folder (no {files.STUDY_DB} or {files.STUDY_CONFIG}); "
                        f"pass a folder made by textclf tune, such as runs/<experiment>/tune-<id>")
     stored = load_config(study_dir / files.STUDY_CONFIG)
-    differences = flat_differences(config_to_dict(stored), config_to_dict(config))
+    differences = flat_differences(config_to_dict(with_absolute_paths(stored)), config_to_dict(with_absolute_paths(config)))
     if differences:
         raise ConfigError(f"--resume {study_dir}: the config differs from the study's in {', '.join(differences)}; "
                           f"a study continues with the config it began with (start a new study to change it)")
@@ -158,16 +160,11 @@ def keep_useful_trial_folders(study: Any, study_dir: Path, keep: int) -> None:
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     useful = {Path(trial.user_attrs["run_dir"]).name for trial in ranked[:keep] + running
               if "run_dir" in trial.user_attrs}
-    for folder in sorted(study_dir.iterdir()):
-        if folder.name in useful or folder.is_symlink() or not folder.is_dir():
+    remove_leftovers(study_dir)
+    for folder in run_folders(study_dir):
+        if folder.name in useful or read_status(folder) is None:  # None: a trial's folder being created
             continue
-        status = read_status(folder)
-        if status is None:  # not a run folder, or one being created this instant
-            continue
-        pid = status.get("pid")
-        if status.get("status") == RUNNING and pid != os.getpid() and pid_alive(pid):
-            continue  # another process's trial before its first epoch
-        shutil.rmtree(folder, ignore_errors=True)
+        delete_run(folder)  # refuses a folder a process is training in (another process's new trial)
     best_dir = Path(ranked[0].user_attrs.get("run_dir", "")) if ranked else None
     relink(study_dir, best_dir if best_dir is not None and best_dir.is_dir() else None)
 
@@ -175,10 +172,8 @@ def keep_useful_trial_folders(study: Any, study_dir: Path, keep: int) -> None:
 def relink(study_dir: Path, best_dir: Path | None) -> None:
     """`best` -> the best trial's folder; `latest` -> the newest completed folder still there."""
     with experiment_lock(study_dir):
-        completed = [folder for folder in study_dir.iterdir() if folder.is_dir() and not folder.is_symlink()
-                     and (read_status(folder) or {}).get("status") == COMPLETED]
-        for name, target in ((files.LATEST_LINK, max(completed, key=lambda f: run_order(f.name), default=None)),
-                             (files.BEST_LINK, best_dir)):
+        completed = [folder for folder in run_folders(study_dir) if (read_status(folder) or {}).get("status") == COMPLETED]
+        for name, target in ((files.LATEST_LINK, completed[0] if completed else None), (files.BEST_LINK, best_dir)):
             link = study_dir / name
             if target is not None:
                 point_link(study_dir, name, target)
