@@ -17,6 +17,7 @@ from textclf_cli.atomic import write_text_atomic
 from textclf_cli.config import Config, config_to_dict, validate_config
 from textclf_cli.console import add_log_file, log, remove_handler
 from textclf_cli.errors import ConfigError, Interrupted, RunError
+from textclf_cli.interrupts import interrupt_on_signals
 from textclf_cli.study import (
     HOST,
     enqueue_as_written,
@@ -27,7 +28,7 @@ from textclf_cli.study import (
     ranked_trials,
     study_space,
 )
-from textclf_cli.tune_workers import TuneSignals, start_workers, stop_workers, wait_for_workers
+from textclf_cli.tune_workers import start_workers, stop_workers, wait_for_workers
 
 DEFAULT_TRIALS = 20
 
@@ -81,7 +82,7 @@ def tune(config: Config, options: TuneOptions) -> TuneResult | None:
     study_dir = open_study_dir(config, options.resume)
     log_handler = add_log_file(study_dir / files.TUNE_LOG)
     try:
-        with TuneSignals():
+        with interrupt_on_signals():  # between trials; during one, the epoch loop's guard ends it cleanly
             return _tune_in(study_dir, config, options)
     finally:
         remove_handler(log_handler)

@@ -1,4 +1,4 @@
-"""Signals and --jobs: SIGTERM stops tune like Ctrl-C, and worker processes that share the study."""
+"""--jobs: worker processes that run trials of the same study beside the first one."""
 
 from __future__ import annotations
 
@@ -12,34 +12,6 @@ from typing import Any
 from textclf_cli import files
 from textclf_cli.config import Config
 from textclf_cli.console import log
-
-
-class TuneSignals:
-    """SIGTERM stops tune like Ctrl-C between trials; a second signal exits at once. During training the
-    loop's own guard takes both signals and ends the trial after the current batch."""
-
-    def __init__(self) -> None:
-        self.received: str | None = None
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> TuneSignals:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                self._previous[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread
-                pass
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.received:
-            os._exit(130)
-        self.received = signal.Signals(signum).name
-        log.warning(f"{self.received} received: stopping (send it again to quit at once)")
-        raise KeyboardInterrupt(self.received)
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
 
 
 def start_workers(config: Config, options: Any, study_dir: Path) -> list[subprocess.Popen]:
