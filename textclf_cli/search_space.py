@@ -33,6 +33,7 @@ DEFAULT_SPACES: dict[str, dict[str, TuneRange]] = {
         "model.filter_sizes": _choices([3, 4, 5], [2, 3, 4], [1, 2, 3, 4, 5], [3, 5, 7]),
         "model.pooling": _choices("max", "max_mean"),
         "model.dropout": _range(0.1, 0.7),
+        "model.word_dropout": _range(0.0, 0.3),
     },
     "lstm": {
         **COMMON_SPACE,
@@ -41,6 +42,7 @@ DEFAULT_SPACES: dict[str, dict[str, TuneRange]] = {
         "model.num_layers": _choices(1, 2),
         "model.pooling": _choices("last", "max", "mean", "max_mean"),
         "model.dropout": _range(0.0, 0.6),
+        "model.word_dropout": _range(0.0, 0.3),
     },
     "bag": {
         **COMMON_SPACE,
