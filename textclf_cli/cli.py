@@ -185,6 +185,45 @@ def train(
 
 @app.command()
 @handled
+def tune(
+    config_path: Annotated[Path, typer.Argument(metavar="CONFIG", help="YAML config (its tune: section, if any, "
+                                                "is the search space).")],
+    trials: Annotated[int | None, typer.Option(
+        "--trials", min=1, help="Stop when the study has N finished trials, resumed ones included (default 20; "
+                                "no limit with --timeout).")] = None,
+    timeout: Annotated[str | None, typer.Option(
+        "--timeout", help="Start no new trial after this long: 90s, 30m, 2h, 1h30m.")] = None,
+    jobs: Annotated[int, typer.Option("--jobs", min=1, help="Trials at once, one process each.")] = 1,
+    resume: Annotated[Path | None, typer.Option(
+        "--resume", help="Continue this study folder (runs/<experiment>/tune-<id>).")] = None,
+    keep: Annotated[int, typer.Option("--keep", min=1, help="Keep the run folders of the best N trials.")] = 3,
+    overrides: SetOption = None,
+    quiet: QuietOption = False,
+    worker: Annotated[int, typer.Option("--worker", hidden=True)] = 0,
+) -> None:
+    """Search hyperparameters with Optuna; writes best.yaml and prints the best trial."""
+    console.setup_logging(quiet)
+    config = _load(config_path, overrides)
+    from textclf_cli.tune import DEFAULT_TRIALS, TuneOptions, parse_duration
+    from textclf_cli.tune import tune as tune_study
+
+    seconds = parse_duration(timeout)
+    options = TuneOptions(trials=DEFAULT_TRIALS if trials is None and seconds is None else trials, timeout=seconds,
+                          jobs=jobs, keep=keep, resume=resume, worker=worker, config_path=config_path,
+                          overrides=list(overrides or []))
+    result = tune_study(config, options)
+    if result is None:  # a --jobs worker: the first process reports
+        return
+    if not quiet:
+        from textclf_cli.tune_report import show_top_trials
+
+        show_top_trials(result.rows, result.monitor, result.maximize, limit=keep)
+    console.result(f"best {result.monitor} {result.best_value:.4f} (trial {result.best_number}); "
+                   f"config written to {result.best_config}")
+
+
+@app.command()
+@handled
 def evaluate(
     target: Annotated[str, typer.Argument(help="Config (.yaml: its latest run), run folder or checkpoint .pt.")],
     overrides: SetOption = None,

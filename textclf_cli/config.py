@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import difflib
 import re
+import types
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -147,6 +149,39 @@ class OutputConfig(Strict):
     tensorboard: bool = False
 
 
+# `tune:` maps dotted keys of these sections to search ranges; data/output/seed would change what is measured
+TUNABLE_SECTIONS = ("tokenizer", "vocab", "model", "train")
+UNTUNABLE_KEYS = {
+    "model.type": "a study tunes one model family; run one study per family",
+    "model.pretrained_embeddings": "it is a file, not a hyperparameter",
+    "train.monitor": "it is the metric the study optimizes",
+}
+RANGE_KEYS = {"low", "high", "log", "choices"}
+
+
+class TuneRange(Strict):
+    """One searched key of `tune:`: a numeric range {low, high, log} or a list of choices."""
+
+    low: int | float | None = None
+    high: int | float | None = None
+    log: bool = False
+    choices: list[Any] | None = Field(None, min_length=1)
+
+    @model_validator(mode="after")
+    def _range_or_choices(self) -> TuneRange:
+        if self.choices is not None:
+            if self.low is not None or self.high is not None or self.log:
+                raise ValueError("give either choices or low/high (with log), not both")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError("give low and high (and optionally log: true), or choices: [...]")
+        if not self.low < self.high:
+            raise ValueError(f"low must be below high (got low {self.low}, high {self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"log: true needs low > 0 (got {self.low})")
+        return self
+
+
 class Config(Strict):
     experiment: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
     seed: int = 42
@@ -158,6 +193,7 @@ class Config(Strict):
     model: ModelConfig = Field(default_factory=CNNConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
+    tune: dict[str, TuneRange] | None = None  # search space of `textclf tune`; `train` ignores it
 
     @field_validator("device")
     @classmethod
@@ -173,6 +209,18 @@ class Config(Strict):
         if isinstance(value, dict) and "type" not in value:
             return {"type": "cnn", **value}
         return value
+
+    @field_validator("tune", mode="before")
+    @classmethod
+    def _flatten_tune(cls, value: Any) -> Any:
+        # `train: {lr: {...}}` and `--set tune.train.lr.low=...` both mean the dotted key train.lr
+        return flatten_tune(value) if isinstance(value, dict) else value
+
+    @model_validator(mode="after")
+    def _tune_keys_exist(self) -> Config:
+        for key, space in (self.tune or {}).items():
+            check_tune_key(self, key, space)
+        return self
 
     @model_validator(mode="after")
     def _sparse_needs_sparse_optimizer(self) -> Config:
@@ -201,6 +249,80 @@ class Config(Strict):
         if train.class_weights != "none":
             raise ValueError("train.class_weights: use train.pos_weight: balanced for task: multilabel")
         return self
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the tune: section
+
+
+def flatten_tune(raw: dict[Any, Any], prefix: str = "") -> dict[str, Any]:
+    """{"train": {"lr": {"low": 1}}, "train.lr": {"high": 2}} -> {"train.lr": {"low": 1, "high": 2}}."""
+    flat: dict[str, Any] = {}
+    for key, value in raw.items():
+        name = f"{prefix}{key}"
+        nested = (isinstance(value, dict) and value and not RANGE_KEYS & set(value)
+                  and all(isinstance(child, dict) for child in value.values()))
+        for flat_key, spec in (flatten_tune(value, f"{name}.").items() if nested else [(name, value)]):
+            previous = flat.get(flat_key)
+            flat[flat_key] = {**previous, **spec} if isinstance(previous, dict) and isinstance(spec, dict) else spec
+    return flat
+
+
+def tune_target(config: Config, key: str) -> tuple[type[BaseModel], str]:
+    """(section model, field name) that the dotted tune key names; ValueError `tune.<key>: ...` otherwise."""
+    section, _, name = key.partition(".")
+    if section not in TUNABLE_SECTIONS:
+        if section in Config.model_fields:
+            raise ValueError(f"tune.{key}: {section} settings cannot be tuned; tune keys of "
+                             f"{', '.join(TUNABLE_SECTIONS)}")
+        everything = [f"{part}.{field}" for part in TUNABLE_SECTIONS for field in _section_model(config, part).model_fields]
+        close = [dotted for dotted in everything if dotted.endswith(f".{key}")]  # `lr` -> train.lr
+        close = close or difflib.get_close_matches(key, everything, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"tune.{key}: unknown key{hint} (tune keys are SECTION.KEY, SECTION one of "
+                         f"{', '.join(TUNABLE_SECTIONS)})")
+    model = _section_model(config, section)
+    if name not in model.model_fields:
+        raise ValueError(f"tune.{key}: unknown key{_did_you_mean(name, list(model.model_fields))}")
+    if key in UNTUNABLE_KEYS:
+        raise ValueError(f"tune.{key}: cannot be tuned: {UNTUNABLE_KEYS[key]}")
+    return model, name
+
+
+def _section_model(config: Config, section: str) -> type[BaseModel]:
+    return MODEL_CLASSES[config.model.type] if section == "model" else Config.model_fields[section].annotation
+
+
+def value_kind(annotation: Any) -> str:
+    """'int' or 'float' for a numeric setting (None allowed besides), else 'other' (choices only)."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        members = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+        annotation = members[0] if len(members) == 1 else None
+    if annotation is int:
+        return "int"
+    return "float" if annotation is float else "other"
+
+
+def check_tune_key(config: Config, key: str, space: TuneRange) -> None:
+    """The key exists and every value the range can give (low, high, each choice) is valid for it."""
+    model, name = tune_target(config, key)
+    kind = value_kind(model.model_fields[name].annotation)
+    if space.choices is None:
+        if kind == "other":
+            raise ValueError(f"tune.{key}: not a number; give choices: [...] instead of low/high")
+        if kind == "int" and not all(isinstance(end, int) for end in (space.low, space.high)):
+            raise ValueError(f"tune.{key}: takes whole numbers; low and high must be integers "
+                             f"(got {space.low}, {space.high})")
+        candidates = {"low": space.low, "high": space.high}
+    else:
+        candidates = {f"choices[{index}]": choice for index, choice in enumerate(space.choices)}
+    section = getattr(config, key.partition(".")[0]).model_dump()
+    for where, value in candidates.items():
+        try:
+            model.model_validate({**section, name: value})
+        except ValidationError as exc:
+            message = exc.errors()[0]["msg"].removeprefix("Value error, ")
+            raise ValueError(f"tune.{key}.{where}: {message} (got {value!r})") from None
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -276,12 +398,14 @@ def describe_error(err: dict[str, Any]) -> str:
     raw_loc = tuple(err["loc"])
     loc = _clean_loc(raw_loc)
     key = ".".join(str(part) for part in loc) or "(top level)"
-    if not loc and re.match(r"^Value error, [\w.]+: ", err["msg"]):  # a cross-section check names its own key
+    if not loc and re.match(r"^Value error, [^\s:]+: ", err["msg"]):  # a cross-section check names its own key
         return err["msg"].removeprefix("Value error, ")
     kind = err["type"]
     if kind == "extra_forbidden":
         if len(raw_loc) == 3 and raw_loc[0] == "model" and raw_loc[1] in MODEL_CLASSES:
             allowed = list(MODEL_CLASSES[raw_loc[1]].model_fields)
+        elif len(raw_loc) == 3 and raw_loc[0] == "tune":
+            allowed = list(TuneRange.model_fields)
         else:
             allowed = _allowed_keys(loc[:-1])
         return f"{key}: unknown key{_did_you_mean(str(loc[-1]), allowed)}"
@@ -338,7 +462,10 @@ def with_absolute_paths(config: Config) -> Config:
 
 def config_to_dict(config: Config) -> dict[str, Any]:
     """Plain JSON/YAML-safe dict (paths as strings), e.g. for config.yaml and checkpoints."""
-    return config.model_dump(mode="json")
+    raw = config.model_dump(mode="json", exclude={"tune"})
+    if config.tune is not None:  # as written: {low, high, log} or {choices}, without the unused fields
+        raw["tune"] = {key: spec.model_dump(mode="json", exclude_defaults=True) for key, spec in config.tune.items()}
+    return raw
 
 
 # a resumed run may train longer and change its bookkeeping; anything else makes another run
@@ -350,17 +477,17 @@ def check_resumable(stored: Config, current: Config, run_dir: Path) -> None:
     """Refuse to --resume run_dir when the config differs from the run's in anything but RESUMABLE_KEYS.
 
     Paths compare as absolute paths: a run's config.yaml stores them so (older runs: as written)."""
-    changed = _flat_differences(config_to_dict(with_absolute_paths(stored)), config_to_dict(with_absolute_paths(current)))
+    changed = flat_differences(config_to_dict(with_absolute_paths(stored)), config_to_dict(with_absolute_paths(current)))
     differences = sorted(key for key in changed if key not in RESUMABLE_KEYS)
     if differences:
         raise ConfigError(f"--resume {run_dir}: the config differs from the run's in {', '.join(differences)}; "
                           f"only {RESUMABLE_HINT} may change when resuming")
 
 
-def _flat_differences(left: Any, right: Any, prefix: str = "") -> list[str]:
+def flat_differences(left: Any, right: Any, prefix: str = "") -> list[str]:
     """Dotted keys whose values differ between two nested dicts, e.g. ['train.lr', 'model.type']."""
     if isinstance(left, dict) and isinstance(right, dict):
         keys = sorted(set(left) | set(right))
-        return [diff for key in keys for diff in _flat_differences(left.get(key), right.get(key), f"{prefix}{key}.")]
+        return [diff for key in keys for diff in flat_differences(left.get(key), right.get(key), f"{prefix}{key}.")]
     # `auto` resolves the same way on the same data, which the other keys pin down
     return [] if left == right or right == AUTO else [prefix.rstrip(".")]

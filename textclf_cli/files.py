@@ -35,3 +35,12 @@ EXPORT_DIR = "export"
 EXPORT_ONNX = "model.onnx"
 EXPORT_TORCHSCRIPT = "model.torchscript.pt"
 TENSORBOARD_DIR = "tensorboard"
+
+# tune study: runs/<experiment>/tune-<study-id>/ (its trials are run folders inside it)
+STUDY_PREFIX = "tune-"
+STUDY_DB = "study.db"
+STUDY_CONFIG = "study.yaml"
+TUNE_LOG = "tune.log"
+BEST_CONFIG = "best.yaml"
+TRIALS_CSV = "trials.csv"
+TUNING_PNG = "tuning.png"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,7 @@ from textclf_cli.runs import promote_if_better as promote
 from textclf_cli.tensorboard_log import TensorBoardLog, require_tensorboard
 
 PREPARED_FINGERPRINT_COMMENT = "prepared data fingerprint:"
+EpochHook = Callable[[Path, TrainState], None]
 
 
 @dataclass
@@ -59,15 +61,17 @@ class TrainResult:
     state: TrainState
 
 
-def train(config: Config, processes: Processes, resume: Path | None = None,
-          promote_if_better: bool = False) -> TrainResult:
+def train(config: Config, processes: Processes, resume: Path | None = None, promote_if_better: bool = False,
+          on_epoch: EpochHook | None = None) -> TrainResult:
     """Train one model as configured on `processes` (distributed.distributed_context makes them); the stage
-    function the `train` command calls."""
+    function the `train` command calls. on_epoch(run_dir, state) runs after each epoch's files are saved (the
+    tuner reports to its pruner there)."""
     with interrupt_on_signals():  # until the epoch loop takes over: a signal while preparing also exits 130
-        return _train(config, processes, resume, promote_if_better)
+        return _train(config, processes, resume, promote_if_better, on_epoch)
 
 
-def _train(config: Config, processes: Processes, resume: Path | None, promote_if_better: bool) -> TrainResult:
+def _train(config: Config, processes: Processes, resume: Path | None, promote_if_better: bool,
+           on_epoch: EpochHook | None) -> TrainResult:
     if config.output.tensorboard:
         require_tensorboard()
     device = processes.device
@@ -84,7 +88,8 @@ def _train(config: Config, processes: Processes, resume: Path | None, promote_if
     log_handler = add_log_file(run_dir / files.TRAIN_LOG) if processes.is_main else None
     curves = TensorBoardLog(run_dir / files.TENSORBOARD_DIR if processes.is_main and config.output.tensorboard else None)
     try:
-        return _train_in(run_dir, config, data, amp, resume is not None, promote_if_better, processes, curves)
+        return _train_in(run_dir, config, data, amp, resume is not None, promote_if_better, processes, curves,
+                         on_epoch)
     finally:
         curves.close()
         if log_handler is not None:
@@ -106,7 +111,7 @@ def new_run_dir(config: Config, processes: Processes) -> Path:
 
 
 def _train_in(run_dir: Path, config: Config, data: PreparedData, amp: Any, resuming: bool, promote_if_better: bool,
-              processes: Processes, curves: TensorBoardLog) -> TrainResult:
+              processes: Processes, curves: TensorBoardLog, on_epoch: EpochHook | None = None) -> TrainResult:
     is_main = processes.is_main
     try:
         trainer, state, meta = _set_up(run_dir, config, data, amp, resuming, processes)
@@ -125,6 +130,8 @@ def _train_in(run_dir: Path, config: Config, data: PreparedData, amp: Any, resum
     def on_epoch_end(state: TrainState, improved: bool) -> None:
         save_epoch(run_dir, trainer, state, meta, improved)
         curves.epoch(state.history[-1])
+        if on_epoch is not None:
+            on_epoch(run_dir, state)
 
     try:
         with trainer.stop:

@@ -1,0 +1,181 @@
+"""A tune study on disk: its folder (runs/<experiment>/tune-<id>/), the SQLite storage, the search space it
+began with, and which trial folders are still worth keeping."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from textclf_cli import files
+from textclf_cli import search_space as spaces
+from textclf_cli.atomic import write_text_atomic
+from textclf_cli.config import Config, TuneRange, config_to_dict, flat_differences, load_config, with_absolute_paths
+from textclf_cli.console import log
+from textclf_cli.errors import ConfigError, RunError
+from textclf_cli.prune import delete_run, remove_leftovers
+from textclf_cli.runs import COMPLETED, experiment_lock, point_link, read_status, run_folders
+
+STUDY_NAME = "textclf"
+STARTUP_TRIALS = 5  # random trials (after the config as written) before TPE models the space
+PRUNE_FROM_EPOCH = 2  # no trial is judged on its first epoch alone
+PRUNER_STARTUP_TRIALS = 3  # nor before three trials have finished to compare with
+HOST = socket.gethostname()
+
+
+def import_optuna() -> Any:
+    import warnings
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # textclf logs each trial itself, without tracebacks
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    return optuna
+
+
+def open_study_dir(config: Config, resume: Path | None) -> Path:
+    """A new runs/<experiment>/tune-<stamp> with the config in study.yaml, or the --resume folder checked."""
+    if resume is not None:
+        check_study_dir(config, resume)
+        return resume
+    experiment_dir = config.output.runs_dir / config.experiment
+    experiment_dir.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for suffix in range(1000):
+        study_dir = experiment_dir / f"{files.STUDY_PREFIX}{stamp}{'' if suffix == 0 else f'-{suffix}'}"
+        try:
+            study_dir.mkdir()  # atomic: two tune commands never share a fresh study
+        except FileExistsError:
+            continue
+        # paths made absolute, as in a run's config.yaml: the study can be resumed from another folder
+        study_config = config_to_dict(with_absolute_paths(config))
+        write_text_atomic(study_dir / files.STUDY_CONFIG, yaml.safe_dump(study_config, sort_keys=False))
+        return study_dir
+    raise RunError(f"{experiment_dir}: could not find a free study folder name for {stamp}")
+
+
+def check_study_dir(config: Config, study_dir: Path) -> None:
+    if not (study_dir / files.STUDY_DB).is_file() or not (study_dir / files.STUDY_CONFIG).is_file():
+        raise RunError(f"{study_dir}: not a textclf study folder (no {files.STUDY_DB} or {files.STUDY_CONFIG}); "
+                       f"pass a folder made by textclf tune, such as runs/<experiment>/tune-<id>")
+    stored = load_config(study_dir / files.STUDY_CONFIG)
+    differences = flat_differences(config_to_dict(with_absolute_paths(stored)), config_to_dict(with_absolute_paths(config)))
+    if differences:
+        raise ConfigError(f"--resume {study_dir}: the config differs from the study's in {', '.join(differences)}; "
+                          f"a study continues with the config it began with (start a new study to change it)")
+
+
+def open_study(study_dir: Path, config: Config, worker: int) -> Any:
+    optuna = import_optuna()
+    storage = optuna.storages.RDBStorage(
+        f"sqlite:///{(study_dir / files.STUDY_DB).resolve()}",
+        engine_kwargs={"connect_args": {"timeout": 60}},  # wait for another process's write instead of failing
+        heartbeat_interval=60, grace_period=180,  # a trial whose process died elsewhere is marked failed later
+    )
+    study = optuna.create_study(
+        storage=storage, study_name=STUDY_NAME, load_if_exists=True,
+        direction="minimize" if config.train.monitor == "valid_loss" else "maximize",
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=PRUNER_STARTUP_TRIALS, n_warmup_steps=PRUNE_FROM_EPOCH),
+    )
+    # seeded for repeatable studies, but never replaying the draws of an earlier process of the same study
+    study.sampler = optuna.samplers.TPESampler(seed=config.seed + 1000 * worker + len(study.trials),
+                                               n_startup_trials=STARTUP_TRIALS, multivariate=True,
+                                               constant_liar=True)
+    return study
+
+
+def fail_orphaned_trials(study: Any, own: bool = False) -> None:
+    """Mark failed the trials left running by a process of this machine that is gone (killed), or with
+    own=True by this process (stopped outside its objective, e.g. while Optuna was recording it)."""
+    from optuna.trial import TrialState
+
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        pid = trial.user_attrs.get("pid")
+        if trial.user_attrs.get("host") != HOST or pid is None:
+            continue
+        if (own and pid == os.getpid()) or (not own and not pid_alive(pid)):
+            study.tell(trial.number, state=TrialState.FAIL)
+            if not own:
+                log.warning(f"trial {trial.number} was left running by process {pid}, which is gone: marked failed")
+
+
+def study_space(study: Any, config: Config) -> dict[str, TuneRange]:
+    """The search space, stored in the study when it begins: a resumed study keeps it even if the defaults of
+    a later textclf version differ (Optuna refuses a changed space)."""
+    stored = study.user_attrs.get("space")
+    if stored is not None:
+        return {key: TuneRange(**spec) for key, spec in stored.items()}
+    space = spaces.search_space(config)
+    study.set_user_attr("space", {key: spec.model_dump() for key, spec in space.items()})
+    return space
+
+
+def enqueue_as_written(study: Any, params: dict[str, Any]) -> None:
+    """The first trial runs the config's own values, so the study never ends below the untuned config; again
+    after a resume if that trial was interrupted or killed (a real failure is not retried)."""
+    from optuna.trial import TrialState
+
+    def ran(trial: Any) -> bool:
+        return trial.state != TrialState.FAIL or trial.user_attrs.get("message", "interrupted") != "interrupted"
+
+    if not any(ran(trial) for trial in study.get_trials(deepcopy=False)
+               if trial.system_attrs.get("fixed_params") == params):
+        study.enqueue_trial(params)
+
+
+def pid_alive(pid: Any) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, ValueError, TypeError, OverflowError):
+        return True  # someone else's process, or a pid we cannot judge: leave it alone
+    return True
+
+
+
+# ---------------------------------------------------------------------------------------------------------
+# trial folders: keep the best few and the running ones
+
+
+def ranked_trials(study: Any) -> list[Any]:
+    """Completed trials, best first (ties: the earlier trial)."""
+    from optuna.study import StudyDirection
+    from optuna.trial import TrialState
+
+    sign = -1.0 if study.direction == StudyDirection.MAXIMIZE else 1.0
+    completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return sorted(completed, key=lambda trial: (sign * trial.value, trial.number))
+
+
+def keep_useful_trial_folders(study: Any, study_dir: Path, keep: int) -> None:
+    """Delete the run folders of pruned, failed and no-longer-top trials; keep the best `keep` and running ones."""
+    from optuna.trial import TrialState
+
+    ranked = ranked_trials(study)
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    useful = {Path(trial.user_attrs["run_dir"]).name for trial in ranked[:keep] + running
+              if "run_dir" in trial.user_attrs}
+    remove_leftovers(study_dir)
+    for folder in run_folders(study_dir):
+        if folder.name in useful or read_status(folder) is None:  # None: a trial's folder being created
+            continue
+        delete_run(folder)  # refuses a folder a process is training in (another process's new trial)
+    best_dir = Path(ranked[0].user_attrs.get("run_dir", "")) if ranked else None
+    relink(study_dir, best_dir if best_dir is not None and best_dir.is_dir() else None)
+
+
+def relink(study_dir: Path, best_dir: Path | None) -> None:
+    """`best` -> the best trial's folder; `latest` -> the newest completed folder still there."""
+    with experiment_lock(study_dir):
+        completed = [folder for folder in run_folders(study_dir) if (read_status(folder) or {}).get("status") == COMPLETED]
+        for name, target in ((files.LATEST_LINK, completed[0] if completed else None), (files.BEST_LINK, best_dir)):
+            link = study_dir / name
+            if target is not None:
+                point_link(study_dir, name, target)
+            elif link.is_symlink() and not link.exists():
+                link.unlink()
