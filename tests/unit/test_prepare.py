@@ -77,7 +77,7 @@ def test_unchanged_config_reuses_the_prepared_folder(config_path: Path, monkeypa
     def no_tokenizing(*args, **kwargs):
         raise AssertionError("tokenized again")
 
-    monkeypatch.setattr(prepare_module, "tokenize_all", no_tokenizing)
+    monkeypatch.setattr(prepare_module, "count_chunk", no_tokenizing)
     again = prepare(config_with(config_path, "train.lr=0.5", "vocab.max_length=9"))
     assert again.root == first.root
     assert again.vocab == first.vocab and again.labels == first.labels
