@@ -7,20 +7,24 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from textclf_cli import files
 from textclf_cli.checkpoint import LoadedModel, load_model
 from textclf_cli.config import Config, validate_config
 from textclf_cli.console import log
 from textclf_cli.data.prepared import EncodedSplit, is_prepared, load_prepared
-from textclf_cli.data.sources import TABLE_FORMATS, LabelledTexts, read_table
+from textclf_cli.data.sources import LabelledTexts, TableSource, format_of, read_table
+from textclf_cli.data.tables import Where, describe
 from textclf_cli.device import resolve_device
 from textclf_cli.errors import ConfigError, DataError
-from textclf_cli.inference import encode_texts, log_probabilities
+from textclf_cli.inference import encode_stream, encode_texts, log_probabilities
 from textclf_cli.metrics import classification_metrics, classification_report_text
 from textclf_cli.precision import inference_dtype
 from textclf_cli.prepare import fingerprint, read_splits
 from textclf_cli.report import write_evaluation
+
+EVALUATE_CHUNK = 8192  # texts tokenized and scored at a time
 
 
 @dataclass
@@ -34,31 +38,52 @@ def evaluate(checkpoint_path: Path, run_dir: Path | None, split: str = "test", d
              device_spec: str = "auto", batch_size: int = 128, precision: str = "auto") -> EvaluationResult:
     device = resolve_device(device_spec)
     loaded = load_model(checkpoint_path, device)
+    dtype = inference_dtype(precision, device)
     if data_file is not None:
-        encoded, name = labelled_file(data_file, loaded), f"data-{data_file.stem}"  # never clobbers --split results
+        targets, log_probs = labelled_file_outputs(data_file, loaded, batch_size, dtype)
+        name = f"data-{data_file.stem.removesuffix('.csv').removesuffix('.tsv').removesuffix('.jsonl')}"
     else:
         encoded, name = prepared_split(loaded, split, run_dir), split
-    log_probs = log_probabilities(loaded.model, encoded, loaded.max_length, loaded.truncate, batch_size, device,
-                                  inference_dtype(precision, device))
+        targets = np.asarray(encoded.targets)
+        log_probs = log_probabilities(loaded.model, encoded, loaded.max_length, loaded.truncate, batch_size, device,
+                                      dtype)
     predictions = log_probs.argmax(1)
-    metrics = classification_metrics(encoded.targets, predictions, loaded.labels)
+    metrics = classification_metrics(targets, predictions, loaded.labels)
     metrics.update(checkpoint=str(checkpoint_path), data=str(data_file) if data_file else split,
                    checkpoint_epoch=loaded.checkpoint.get("epoch"))
-    report_text = classification_report_text(encoded.targets, predictions, loaded.labels)
+    report_text = classification_report_text(targets, predictions, loaded.labels)
     base = run_dir if run_dir is not None else checkpoint_path.parent
     out_dir = base / files.EVALUATION_DIR / name
     write_evaluation(out_dir, metrics, report_text)
     return EvaluationResult(metrics, out_dir, name)
 
 
-def labelled_file(path: Path, loaded: LoadedModel) -> EncodedSplit:
+def labelled_file_outputs(path: Path, loaded: LoadedModel, batch_size: int, dtype: torch.dtype | None
+                          ) -> tuple[np.ndarray, np.ndarray]:
+    """(targets, log-probabilities) of a labelled CSV/TSV/JSONL/Parquet file (plain or .gz), streamed in chunks."""
     data = loaded.checkpoint["config"]["data"]
-    file_format = TABLE_FORMATS.get(path.suffix.lower())
+    file_format = format_of(path)
     if file_format is None:
-        raise ConfigError(f"--data {path}: unknown file type {path.suffix!r}; use .csv, .tsv or .jsonl")
-    table = read_table(path, file_format, data["text_column"], data["label_column"], data.get("encoding", "utf-8"),
-                       data.get("bad_rows", "skip"))
-    return encode_labelled(table, loaded)
+        raise ConfigError(f"--data {path}: unknown file type {path.suffix!r}; use .csv, .tsv, .jsonl or .parquet "
+                          f"(optionally .gz)")
+    source = TableSource(path, file_format, data["text_column"], data["label_column"], data.get("encoding", "utf-8"),
+                         data.get("bad_rows", "skip"))
+    label_index = {label: i for i, label in enumerate(loaded.labels)}
+    device = next(loaded.model.parameters()).device
+    targets, outputs = [np.zeros(0, np.int64)], [np.zeros((0, len(loaded.labels)), np.float32)]
+    for chunk, encoded in encode_stream(source.chunks(EVALUATE_CHUNK), loaded.tokenizer, loaded.vocab):
+        targets.append(np.array([_label_id(label, where, label_index, path)
+                                 for label, where in zip(chunk.labels, chunk.wheres)], dtype=np.int64))
+        outputs.append(log_probabilities(loaded.model, encoded, loaded.max_length, loaded.truncate, batch_size,
+                                         device, dtype))
+    return np.concatenate(targets), np.concatenate(outputs)
+
+
+def _label_id(label: str, where: Where, label_index: dict[str, int], path: Path) -> int:
+    if label not in label_index:
+        raise DataError(f"{describe(path, where)}: label {label!r} was never seen by this model "
+                        f"(it knows: {', '.join(label_index)})")
+    return label_index[label]
 
 
 def prepared_split(loaded: LoadedModel, split: str, run_dir: Path | None = None) -> EncodedSplit:

@@ -31,7 +31,7 @@ from textclf_cli.data.prepared import (
     staged_folder,
     write_index,
 )
-from textclf_cli.data.sources import LabelledTexts, TableSource, TextChunk, read_imdb
+from textclf_cli.data.sources import LabelledTexts, TableSource, TextChunk, read_imdb, read_table
 from textclf_cli.data.tables import describe
 from textclf_cli.data.text import ChunkTokenizer, TokenizerSettings, count_chunk
 from textclf_cli.data.vocab import TokenCounts
@@ -117,6 +117,16 @@ def split_sources(config: Config) -> dict[str, Source]:
         if path is not None:
             sources[name] = _table(config, path)
     return sources
+
+
+def read_splits(config: Config) -> dict[str, LabelledTexts]:
+    """Every split in memory, read and carved exactly as prepare streams them (evaluating from the raw files)."""
+    splits = {name: source if isinstance(source, LabelledTexts) else read_table(
+        source.path, source.file_format, source.text_column, source.label_column, source.encoding, source.bad_rows)
+        for name, source in split_sources(config).items()}
+    if "valid" not in splits:
+        splits["train"], splits["valid"] = carve_valid(splits["train"], config.data.valid_fraction, config.seed)
+    return splits
 
 
 def _table(config: Config, path: Path) -> TableSource:

@@ -153,7 +153,7 @@ def _read_imdb_folder(path: Path, urls: dict[tuple[str, str], list[str]]) -> dic
 # CSV / TSV / JSONL / Parquet, streamed
 
 MAX_PROBLEMS = 10  # reading stops at this many fatal problems; the message lists them all
-TABLE_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}  # suffix ->
+TABLE_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}  # by suffix
 JSON_TYPE_NAMES = {bool: "a boolean", int: "a number", float: "a number", list: "a list", dict: "an object"}
 
 
@@ -280,8 +280,9 @@ class TableSource:
             return None
         if not isinstance(value, str):
             kind = JSON_TYPE_NAMES.get(type(value), type(value).__name__)
-            problems.add_fatal(where, f"{self.text_column!r} is {kind} ({_clip(repr(value))}), not a string; "
-                                      f"write it in quotes if it is meant as text")
+            fix = ("store the column as strings" if self.file_format == "parquet"
+                   else "write it in quotes if it is meant as text")
+            problems.add_fatal(where, f"{self.text_column!r} is {kind} ({_clip(repr(value))}), not a string; {fix}")
             return None
         return value
 

@@ -145,7 +145,7 @@ def _jsonl_rows(stream: io.TextIOWrapper, path: Path, text_column: str, label_co
             continue
         blank = False
         try:
-            record = json.loads(line)
+            record = json.loads(line.rstrip("\n"))
         except json.JSONDecodeError as exc:
             yield number, RowError(f"malformed JSON ({exc.msg}); each line must be one JSON object"), None
             continue
