@@ -24,6 +24,7 @@ Where = int | tuple[int, int]
 RawRow = tuple[Where, Any, Any]  # (where, text value, label value); a missing value is None
 
 GZIP_MAGIC = b"\x1f\x8b"
+PARQUET_MAGIC = b"PAR1"
 QUOTING_HINT = ('check the quoting: a text that starts with a quote or holds the delimiter must be quoted whole, '
                 'with inner quotes doubled ("")')
 # csv refuses fields over 131,072 characters by default; a long post is valid data, so lift the limit
@@ -56,6 +57,10 @@ def open_rows(path: Path, file_format: str, text_column: str, label_column: str 
     check_file(path)
     if file_format == "parquet":
         return _parquet_rows(path, text_column, label_column)
+    with path.open("rb") as handle:
+        if handle.read(4) == PARQUET_MAGIC:
+            raise DataError(f"{path}: this is a Parquet file; set data.format: parquet (all data files share "
+                            f"one format)")
     stream, raw = open_text(path, encoding)
     size = max(1, path.stat().st_size)
     fraction = lambda: 1.0 if raw.closed else min(1.0, raw.tell() / size)  # noqa: E731
