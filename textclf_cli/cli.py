@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import io
 import os
 import sys
 from collections.abc import Callable
@@ -273,25 +274,32 @@ def predict(
     console.setup_logging(quiet)
     check_predict_options(output_format, output, input_file, texts or [])
     from textclf_cli import predict as predicting
+    from textclf_cli.checkpoint import load_model
+    from textclf_cli.device import resolve_device
 
-    all_texts = predicting.gather_texts(texts or [], input_file, text_column)
+    stream = predicting.iter_texts(texts or [], input_file, text_column)
     checkpoint, _ = _resolve_target(target, overrides)
-    predictions = predicting.predict(checkpoint, all_texts, device_spec=device, precision=precision.value,
-                                     batch_size=batch_size)
-    records = predicting.rows(predictions, top_k)
+    loaded = load_model(checkpoint, resolve_device(device))
+    chunks = predicting.predict_stream(loaded, stream, batch_size=batch_size, precision=precision.value)
     if output_format is OutputFormat.table:
-        predicting.show_table(records)
+        for chunk in chunks:
+            predicting.show_table(predicting.rows(chunk, top_k))
         return
-    separator = predictions.label_separator if predictions.multilabel else None
-    text = (predicting.format_csv(records, predictions.labels, separator) if output_format is OutputFormat.csv
-            else predicting.format_jsonl(records))
     if output is None:
-        sys.stdout.write(text)
+        predicting.write_stream(chunks, output_format.value, sys.stdout, top_k)
         return
-    from textclf_cli.atomic import write_text_atomic
+    from textclf_cli.atomic import write_atomic
 
-    write_text_atomic(output, text)
-    console.result(f"{len(records)} prediction(s) written to {output}")
+    written = []  # the file appears (atomically) only once every text is predicted
+
+    def write(handle) -> None:
+        text = io.TextIOWrapper(handle, encoding="utf-8", newline="")
+        written.append(predicting.write_stream(chunks, output_format.value, text, top_k))
+        text.flush()
+        text.detach()  # write_atomic closes the file itself
+
+    write_atomic(output, write)
+    console.result(f"{written[0]} prediction(s) written to {output}")
 
 
 def check_predict_options(output_format: OutputFormat, output: Path | None, input_file: Path | None,

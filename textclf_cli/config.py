@@ -24,7 +24,7 @@ class Strict(BaseModel):
 
 
 class DataConfig(Strict):
-    format: Literal["imdb", "csv", "tsv", "jsonl"] = "csv"
+    format: Literal["imdb", "csv", "tsv", "jsonl", "parquet"] = "csv"
     train: Path
     test: Path | None = None
     valid: Path | None = None
@@ -37,6 +37,7 @@ class DataConfig(Strict):
     url: str | None = None
     sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
     prepared_dir: Path = Path("data/prepared")
+    chunk_size: int = Field(2000, ge=1)  # texts prepare reads and tokenizes at a time; the output never depends on it
 
     @field_validator("encoding")
     @classmethod

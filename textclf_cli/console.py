@@ -107,6 +107,48 @@ class EpochProgress:
             self._bar.__exit__(None, None, None)
 
 
+class RateProgress:
+    """Texts done and texts/s of a stream of unknown length: a rich bar (by the share of the input read) on a
+    terminal; otherwise a plain log line every `interval` seconds and one at the end."""
+
+    def __init__(self, description: str, interval: float = 30.0) -> None:
+        self.description, self.interval = description, interval
+        self.clock = Stopwatch()
+        self._bar = None
+        self._task = None
+        self._logged_at = 0.0
+        self.done = 0
+
+    def __enter__(self) -> RateProgress:
+        if not _quiet and is_interactive():
+            from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
+            self._bar = Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
+                                 TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=stderr,
+                                 transient=True)
+            self._bar.__enter__()
+            self._task = self._bar.add_task(self.description, total=1.0, status="")
+        return self
+
+    def update(self, done: int, fraction: float | None = None) -> None:
+        self.done = done
+        if self._bar is not None:
+            self._bar.update(self._task, completed=fraction or 0.0, status=self.status())
+        elif self.clock.seconds - self._logged_at >= self.interval:
+            self._logged_at = self.clock.seconds
+            share = f" ({fraction:.0%} of the input)" if fraction is not None else ""
+            log.info(f"{self.description}: {self.status()}{share}")
+
+    def status(self) -> str:
+        return f"{self.done:,} texts, {self.done / max(self.clock.seconds, 1e-9):,.0f} texts/s"
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(None, None, None)
+        if exc_type is None:
+            log.info(f"{self.description}: {self.status()} in {self.clock.seconds:.1f}s")
+
+
 class Stopwatch:
     def __init__(self) -> None:
         self.start = time.perf_counter()

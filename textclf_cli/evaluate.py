@@ -7,16 +7,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from textclf_cli import files
 from textclf_cli.checkpoint import LoadedModel, load_model
 from textclf_cli.config import Config, validate_config
 from textclf_cli.console import log
 from textclf_cli.data.prepared import EncodedSplit, is_prepared, load_prepared
-from textclf_cli.data.sources import TABLE_FORMATS, LabelledTexts, read_table
+from textclf_cli.data.sources import LabelledTexts, TableSource, TextChunk, format_of, read_table
+from textclf_cli.data.tables import Where, describe
 from textclf_cli.device import resolve_device
 from textclf_cli.errors import ConfigError, DataError
-from textclf_cli.inference import encode_texts, log_probabilities, model_logits
+from textclf_cli.inference import encode_stream, encode_texts, model_logits
 from textclf_cli.metrics import (
     classification_metrics,
     classification_report_text,
@@ -26,6 +28,8 @@ from textclf_cli.metrics import (
 from textclf_cli.precision import inference_dtype
 from textclf_cli.prepare import fingerprint, read_splits
 from textclf_cli.report import write_evaluation, write_multilabel_evaluation
+
+EVALUATE_CHUNK = 8192  # texts tokenized and scored at a time
 
 
 @dataclass
@@ -39,19 +43,15 @@ def evaluate(checkpoint_path: Path, run_dir: Path | None, split: str = "test", d
              device_spec: str = "auto", batch_size: int = 128, precision: str = "auto") -> EvaluationResult:
     device = resolve_device(device_spec)
     loaded = load_model(checkpoint_path, device)
+    dtype = inference_dtype(precision, device)
     if data_file is not None:
-        encoded, name = labelled_file(data_file, loaded), f"data-{data_file.stem}"  # never clobbers --split results
+        targets, logits = labelled_file_outputs(data_file, loaded, batch_size, dtype)
+        name = f"data-{data_file.stem.removesuffix('.csv').removesuffix('.tsv').removesuffix('.jsonl')}"
     else:
         encoded, name = prepared_split(loaded, split, run_dir), split
-    dtype = inference_dtype(precision, device)
-    if loaded.task == "multilabel":
-        metrics, report_text = score_multilabel(loaded, encoded, batch_size, device, dtype)
-    else:
-        log_probs = log_probabilities(loaded.model, encoded, loaded.max_length, loaded.truncate, batch_size, device,
-                                      dtype)
-        predictions = log_probs.argmax(1)
-        metrics = classification_metrics(encoded.targets, predictions, loaded.labels)
-        report_text = classification_report_text(encoded.targets, predictions, loaded.labels)
+        targets = np.asarray(encoded.targets)
+        logits = model_logits(loaded.model, encoded, loaded.max_length, loaded.truncate, batch_size, device, dtype)
+    metrics, report_text = score(loaded, targets, logits)
     metrics.update(checkpoint=str(checkpoint_path), data=str(data_file) if data_file else split,
                    checkpoint_epoch=loaded.checkpoint.get("epoch"))
     base = run_dir if run_dir is not None else checkpoint_path.parent
@@ -61,26 +61,61 @@ def evaluate(checkpoint_path: Path, run_dir: Path | None, split: str = "test", d
     return EvaluationResult(metrics, out_dir, name)
 
 
-def score_multilabel(loaded: LoadedModel, encoded: EncodedSplit, batch_size: int, device: Any,
-                     dtype: Any) -> tuple[dict[str, Any], str]:
-    """Metrics and report of the label sets the checkpoint's thresholds pick (what predict would output)."""
+def score(loaded: LoadedModel, targets: np.ndarray, logits: np.ndarray) -> tuple[dict[str, Any], str]:
+    """Metrics and report of what predict would output: the top label, or (multilabel) the label sets the
+    checkpoint's thresholds pick."""
+    if loaded.task != "multilabel":
+        predictions = torch.log_softmax(torch.from_numpy(logits), dim=1).numpy().argmax(1)  # as predict ranks them
+        return (classification_metrics(targets, predictions, loaded.labels),
+                classification_report_text(targets, predictions, loaded.labels))
     from textclf_cli.multilabel import decide, sigmoid
 
-    logits = model_logits(loaded.model, encoded, loaded.max_length, loaded.truncate, batch_size, device, dtype)
     predictions = decide(sigmoid(logits), np.array(loaded.thresholds))
-    metrics = multilabel_metrics(encoded.targets, predictions, loaded.labels)
+    metrics = multilabel_metrics(targets, predictions, loaded.labels)
     metrics["thresholds"] = dict(zip(loaded.labels, loaded.thresholds))
-    return metrics, multilabel_report_text(encoded.targets, predictions, loaded.labels)
+    return metrics, multilabel_report_text(targets, predictions, loaded.labels)
 
 
-def labelled_file(path: Path, loaded: LoadedModel) -> EncodedSplit:
+def labelled_file_outputs(path: Path, loaded: LoadedModel, batch_size: int, dtype: torch.dtype | None
+                          ) -> tuple[np.ndarray, np.ndarray]:
+    """(targets, raw model outputs) of a labelled CSV/TSV/JSONL/Parquet file (plain or .gz), streamed in chunks;
+    multilabel targets are (n, C) multi-hot rows."""
     data = loaded.checkpoint["config"]["data"]
-    file_format = TABLE_FORMATS.get(path.suffix.lower())
+    file_format = format_of(path)
     if file_format is None:
-        raise ConfigError(f"--data {path}: unknown file type {path.suffix!r}; use .csv, .tsv or .jsonl")
-    table = read_table(path, file_format, data["text_column"], data["label_column"], data.get("encoding", "utf-8"),
-                       data.get("bad_rows", "skip"), loaded.label_separator if loaded.task == "multilabel" else None)
-    return encode_labelled(table, loaded)
+        raise ConfigError(f"--data {path}: unknown file type {path.suffix!r}; use .csv, .tsv, .jsonl or .parquet "
+                          f"(optionally .gz)")
+    multilabel = loaded.task == "multilabel"
+    source = TableSource(path, file_format, data["text_column"], data["label_column"], data.get("encoding", "utf-8"),
+                         data.get("bad_rows", "skip"), loaded.label_separator if multilabel else None)
+    label_index = {label: i for i, label in enumerate(loaded.labels)}
+    device = next(loaded.model.parameters()).device
+    targets = [np.zeros((0, len(loaded.labels)), np.uint8) if multilabel else np.zeros(0, np.int64)]
+    outputs = [np.zeros((0, len(loaded.labels)), np.float32)]
+    for chunk, encoded in encode_stream(source.chunks(EVALUATE_CHUNK), loaded.tokenizer, loaded.vocab):
+        targets.append(_chunk_targets(chunk, label_index, path, multilabel))
+        outputs.append(model_logits(loaded.model, encoded, loaded.max_length, loaded.truncate, batch_size,
+                                    device, dtype))
+    return np.concatenate(targets), np.concatenate(outputs)
+
+
+def _chunk_targets(chunk: TextChunk, label_index: dict[str, int], path: Path, multilabel: bool) -> np.ndarray:
+    """A chunk's label indices, or (multilabel) its multi-hot rows; refuses labels the model never saw."""
+    if not multilabel:
+        return np.array([_label_id(label, where, label_index, path)
+                         for label, where in zip(chunk.labels, chunk.wheres)], dtype=np.int64)
+    targets = np.zeros((len(chunk), len(label_index)), dtype=np.uint8)
+    for row, (label_set, where) in enumerate(zip(chunk.labels, chunk.wheres)):
+        for label in label_set:
+            targets[row, _label_id(label, where, label_index, path)] = 1
+    return targets
+
+
+def _label_id(label: str, where: Where, label_index: dict[str, int], path: Path) -> int:
+    if label not in label_index:
+        raise DataError(f"{describe(path, where)}: label {label!r} was never seen by this model "
+                        f"(it knows: {', '.join(label_index)})")
+    return label_index[label]
 
 
 def prepared_split(loaded: LoadedModel, split: str, run_dir: Path | None = None) -> EncodedSplit:

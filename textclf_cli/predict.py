@@ -4,19 +4,25 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import sys
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Any
 
 import numpy as np
 
 from textclf_cli.checkpoint import LoadedModel, load_model
-from textclf_cli.data.sources import read_texts_file
+from textclf_cli.data.prepared import EncodedSplit
+from textclf_cli.data.sources import iter_texts_file
 from textclf_cli.device import resolve_device
-from textclf_cli.errors import ConfigError
-from textclf_cli.inference import encode_texts, log_probabilities, model_logits
+from textclf_cli.errors import ConfigError, DataError
+from textclf_cli.inference import encode_stream, encode_texts, log_probabilities, model_logits
 from textclf_cli.precision import inference_dtype
+
+PREDICT_CHUNK = 8192  # texts tokenized and predicted at a time when streaming
 
 
 @dataclass
@@ -33,25 +39,33 @@ class Predictions:
 
 
 def gather_texts(texts: list[str], input_file: Path | None, text_column: str) -> list[str]:
-    """Texts from the arguments, from --input FILE, or from stdin when the only argument is '-'."""
+    """All texts at once (small inputs); the CLI streams them with iter_texts."""
+    return list(iter_texts(texts, input_file, text_column))
+
+
+def iter_texts(texts: list[str], input_file: Path | None, text_column: str) -> Iterator[str]:
+    """Texts from the arguments, from --input FILE, or from stdin when the only argument is '-', read lazily.
+
+    The first text is read at once, so that a usage mistake or an empty input fails before a model is loaded.
+    """
     if input_file is not None and texts:
         raise ConfigError("predict: give texts as arguments or --input FILE, not both")
-    if input_file is not None:
-        if str(input_file) == "-":
-            return _stdin_lines()
-        return read_texts_file(input_file, text_column)
-    if texts == ["-"]:
-        return _stdin_lines()
+    if input_file is not None and str(input_file) != "-":
+        return _not_empty(iter_texts_file(input_file, text_column),
+                          DataError(f"{input_file}: no texts in the file (blank lines and empty texts are skipped)"))
+    if input_file is not None or texts == ["-"]:
+        lines = (line.rstrip("\r\n") for line in sys.stdin if line.strip())
+        return _not_empty(lines, ConfigError("predict: stdin was empty; pipe one text per line"))
     if not texts:
         raise ConfigError('predict: no text given; pass texts as arguments, --input FILE, or "-" to read stdin')
-    return texts
+    return iter(texts)
 
 
-def _stdin_lines() -> list[str]:
-    lines = [line.rstrip("\r\n") for line in sys.stdin if line.strip()]
-    if not lines:
-        raise ConfigError("predict: stdin was empty; pipe one text per line")
-    return lines
+def _not_empty(texts: Iterator[str], error: Exception) -> Iterator[str]:
+    first = next(texts, None)
+    if first is None:
+        raise error
+    return itertools.chain([first], texts)
 
 
 def predict(checkpoint_path: Path, texts: list[str], device_spec: str = "auto", batch_size: int = 128,
@@ -63,7 +77,12 @@ def predict(checkpoint_path: Path, texts: list[str], device_spec: str = "auto", 
 def predict_with(loaded: LoadedModel, texts: list[str], batch_size: int = 128, precision: str = "auto") -> Predictions:
     encoded = encode_texts(texts, loaded.tokenizer, loaded.vocab)
     device = next(loaded.model.parameters()).device
-    dtype = inference_dtype(precision, device)
+    return _score(loaded, texts, encoded, batch_size, device, inference_dtype(precision, device))
+
+
+def _score(loaded: LoadedModel, texts: list[str], encoded: EncodedSplit, batch_size: int, device: Any,
+           dtype: Any) -> Predictions:
+    """Softmax probabilities, or for multilabel each label's own (sigmoid) probability and the thresholds."""
     if loaded.task == "multilabel":
         from textclf_cli.multilabel import sigmoid
 
@@ -71,6 +90,38 @@ def predict_with(loaded: LoadedModel, texts: list[str], batch_size: int = 128, p
         return Predictions(texts, loaded.labels, sigmoid(logits), np.array(loaded.thresholds), loaded.label_separator)
     log_probs = log_probabilities(loaded.model, encoded, loaded.max_length, loaded.truncate, batch_size, device, dtype)
     return Predictions(texts, loaded.labels, np.exp(log_probs.astype(np.float64)))
+
+
+def predict_stream(loaded: LoadedModel, texts: Iterable[str], batch_size: int = 128, precision: str = "auto",
+                   chunk_size: int | None = None) -> Iterator[Predictions]:
+    """Predictions chunk by chunk, in input order: texts of any number in bounded memory."""
+    device = next(loaded.model.parameters()).device
+    dtype = inference_dtype(precision, device)
+    chunk_size = chunk_size or PREDICT_CHUNK
+    chunks = itertools.batched(texts, chunk_size) if hasattr(itertools, "batched") else _batched(texts, chunk_size)
+    for chunk, encoded in encode_stream((list(chunk) for chunk in chunks), loaded.tokenizer, loaded.vocab):
+        yield _score(loaded, chunk, encoded, batch_size, device, dtype)
+
+
+def _batched(items: Iterable[str], size: int) -> Iterator[list[str]]:  # itertools.batched before python 3.12
+    iterator = iter(items)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
+
+
+def write_stream(predictions: Iterable[Predictions], output_format: str, handle: IO[str], top_k: int | None) -> int:
+    """Write jsonl or csv predictions as they come (one CSV header); returns how many texts were written."""
+    count = 0
+    for chunk in predictions:
+        records = rows(chunk, top_k)
+        if output_format == "csv":
+            separator = chunk.label_separator if chunk.multilabel else None
+            handle.write(format_csv(records, chunk.labels, separator, header=count == 0))
+        else:
+            handle.write(format_jsonl(records))
+        handle.flush()
+        count += len(records)
+    return count
 
 
 def rows(predictions: Predictions, top_k: int | None) -> list[dict]:
@@ -93,11 +144,12 @@ def format_jsonl(records: list[dict]) -> str:
     return "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
 
 
-def format_csv(records: list[dict], labels: list[str], label_separator: str | None = None) -> str:
+def format_csv(records: list[dict], labels: list[str], label_separator: str | None = None, header: bool = True) -> str:
     """text, label (or with a label_separator, multilabel: labels joined by it), then p_<label> per label."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["text", "label" if label_separator is None else "labels", *(f"p_{label}" for label in labels)])
+    if header:
+        writer.writerow(["text", "label" if label_separator is None else "labels", *(f"p_{label}" for label in labels)])
     for record in records:
         chosen = record["label"] if label_separator is None else label_separator.join(record["labels"])
         writer.writerow([record["text"], chosen, *(record["probabilities"].get(label, "") for label in labels)])

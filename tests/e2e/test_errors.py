@@ -490,14 +490,11 @@ def test_bom_and_crlf_just_work(tmp_path):
 def test_tsv_with_quotes_and_tabs_inside_texts(tmp_path):
     examples = [(f'she said "{text}"\tand\tleft', label) for text, label in tiny_examples(30)]
     train = write_table(tmp_path / "data/train.tsv", examples, fmt="tsv")
-    config = Workspace(tmp_path, lambda: Path()).config(lambda raw: raw["data"].update(
-        format="tsv", train=str(train), test=None))
-    from textclf_cli.config import load_config
-    from textclf_cli.prepare import read_splits
+    from textclf_cli.data.sources import read_table
 
-    splits = read_splits(load_config(config))
-    assert len(splits["train"]) + len(splits["valid"]) == 30
-    assert all(text.startswith('she said "') and "\tand\t" in text for text in splits["train"].texts)
+    table = read_table(train, "tsv", "text", "label")
+    assert len(table) == 30
+    assert all(text.startswith('she said "') and "\tand\t" in text for text in table.texts)
 
 
 def test_bad_rows_are_skipped_with_a_warning_by_default(tmp_path):

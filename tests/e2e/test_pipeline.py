@@ -236,6 +236,23 @@ def test_evaluate_data_file_in_another_format(binary: Trained) -> None:
         assert on_file[key] == on_split[key], key
 
 
+def test_evaluate_gzip_and_parquet_data_files(binary: Trained) -> None:
+    import gzip
+
+
+    on_split = evaluate(binary.run_dir)
+    plain = write_table(binary.root / "holdout2.csv", binary.test_examples())
+    packed = binary.root / "holdout2.csv.gz"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    parquet = binary.root / "holdout3.parquet"
+    pd.read_csv(plain).to_parquet(parquet, row_group_size=4)
+    for path, name in ((packed, "data-holdout2"), (parquet, "data-holdout3")):
+        on_file = evaluate(binary.run_dir, "--data", str(path))
+        assert (binary.run_dir / "evaluation" / name).is_dir()
+        for key in ("num_examples", "accuracy", "confusion_matrix"):
+            assert on_file[key] == on_split[key], (path, key)
+
+
 def test_evaluate_valid_split(binary: Trained) -> None:
     metrics = evaluate(binary.run_dir, "--split", "valid")
     assert files_under(binary.run_dir / "evaluation" / "valid") == EVALUATION_FILES
@@ -313,6 +330,30 @@ def test_predict_output_file(binary: Trained, tmp_path: Path, fmt: str) -> None:
     on_stdout = ok(run_cli("predict", str(binary.run_dir), *TEXTS, "--format", fmt)).stdout
     assert output.read_text(encoding="utf-8") == on_stdout
     assert list(tmp_path.iterdir()) == [output]
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_predict_streams_a_large_input_in_chunks_in_input_order(binary: Trained, tmp_path: Path, fmt: str,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from textclf_cli import predict as predicting
+    from textclf_cli.checkpoint import load_model
+    from textclf_cli.device import resolve_device
+
+    texts = [f"{text} number {i}" for i, (text, _) in enumerate(tiny_examples(40, seed=9))]
+    source = write_table(tmp_path / "many.csv", [(text, "") for text in texts])
+    monkeypatch.setattr(predicting, "PREDICT_CHUNK", 7)  # six chunks, the last one short
+    output = tmp_path / f"out.{fmt}"
+    result = ok(run_cli("predict", str(binary.run_dir), "--input", str(source), "--format", fmt, "-o", str(output)))
+    assert result.stdout.strip() == f"40 prediction(s) written to {output}"
+    loaded = load_model(binary.run_dir / "checkpoints" / "best.pt", resolve_device("cpu"))
+    at_once = predicting.rows(predicting.predict_with(loaded, texts), None)  # one batch of all the texts
+    if fmt == "jsonl":
+        streamed = [json.loads(line) for line in output.read_text(encoding="utf-8").splitlines()]
+        assert streamed == at_once
+    else:
+        rows = list(csv.DictReader(output.open(encoding="utf-8", newline="")))
+        assert [row["text"] for row in rows] == texts  # one header, then every text in input order
+        assert [row["label"] for row in rows] == [record["label"] for record in at_once]
 
 
 def test_predict_top_k(binary: Trained) -> None:

@@ -77,7 +77,7 @@ def test_unchanged_config_reuses_the_prepared_folder(config_path: Path, monkeypa
     def no_tokenizing(*args, **kwargs):
         raise AssertionError("tokenized again")
 
-    monkeypatch.setattr(prepare_module, "tokenize_all", no_tokenizing)
+    monkeypatch.setattr(prepare_module, "count_chunk", no_tokenizing)
     again = prepare(config_with(config_path, "train.lr=0.5", "vocab.max_length=9"))
     assert again.root == first.root
     assert again.vocab == first.vocab and again.labels == first.labels
@@ -141,3 +141,112 @@ def test_a_test_label_never_seen_in_training_is_refused(tmp_path: Path) -> None:
         prepare(config)
     assert str(caught.value).startswith(f"{config.data.test}:6: label 'mixed' in the test split never occurs")
     assert "known labels: neg, pos" in str(caught.value)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# streaming: the output does not depend on how the input was chunked
+
+
+def prepared_bytes(root: Path) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in sorted(root.iterdir())}
+
+
+def reference_prepare(config: Config) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The whole computation in memory, the simple way: what streaming must reproduce exactly."""
+    from textclf_cli.data.sources import read_table
+    from textclf_cli.data.text import Tokenizer
+    from textclf_cli.data.vocab import build_vocab, encode, token_index
+
+    data = config.data
+    train = read_table(data.train, "csv", "text", "label")
+    splits = dict(zip(("train", "valid"), carve_valid(train, data.valid_fraction, config.seed)))
+    splits["test"] = read_table(data.test, "csv", "text", "label")
+    tokenizer = Tokenizer(prepare_module.tokenizer_settings(config))
+    tokens = {name: [tokenizer(text) for text in split.texts] for name, split in splits.items()}
+    vocab = build_vocab(tokens["train"], config.vocab.max_size, config.vocab.min_freq)
+    labels = sorted(set(splits["train"].labels))
+    arrays = {}
+    for name, split in splits.items():
+        ids, offsets = encode(tokens[name], token_index(vocab))
+        arrays[name] = (ids, offsets, np.array([labels.index(label) for label in split.labels]))
+    return arrays, vocab
+
+
+@pytest.mark.parametrize("chunk_size", [1, 7, 10_000])
+def test_chunked_prepare_is_byte_identical_and_matches_the_in_memory_computation(
+        tmp_path: Path, chunk_size: int) -> None:
+    config_path = tiny_config(tmp_path, n_train=50, n_test=12, vocab={"max_size": 15, "min_freq": 2})
+    whole = prepare(config_with(config_path, "data.chunk_size=100000", f"data.prepared_dir={tmp_path / 'one'}"))
+    chunked = prepare(config_with(config_path, f"data.chunk_size={chunk_size}", f"data.prepared_dir={tmp_path / 'many'}"))
+    assert prepared_bytes(chunked.root) == prepared_bytes(whole.root)
+    expected, vocab = reference_prepare(config_with(config_path))
+    assert chunked.vocab == vocab and len(vocab) == 15  # the cap cuts through tied counts
+    for name, (ids, offsets, targets) in expected.items():
+        split = chunked.splits[name]
+        np.testing.assert_array_equal(split.ids, ids)
+        np.testing.assert_array_equal(split.offsets, offsets)
+        np.testing.assert_array_equal(split.targets, targets)
+
+
+def test_prepare_in_worker_processes_gives_the_same_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from textclf_cli.data import text
+
+    config_path = tiny_config(tmp_path, n_train=60, n_test=10)
+    alone = prepare(config_with(config_path, f"data.prepared_dir={tmp_path / 'alone'}"))
+    monkeypatch.setattr(text, "PARALLEL_MIN_TEXTS", 0)  # a pool from the first chunk, several chunks in flight
+    pooled = prepare(config_with(config_path, "data.chunk_size=4", f"data.prepared_dir={tmp_path / 'pooled'}"))
+    assert prepared_bytes(pooled.root) == prepared_bytes(alone.root)
+
+
+def test_prepared_arrays_are_memory_mapped_read_only(config_path: Path) -> None:
+    data = prepare(config_with(config_path))
+    again = prepare(config_with(config_path))  # the cached folder, loaded
+    for loaded in (data, again):
+        ids = loaded.splits["train"].ids
+        assert isinstance(ids, np.memmap) and not ids.flags.writeable
+
+
+def test_gzip_and_parquet_sources_prepare_like_the_csv(tmp_path: Path) -> None:
+    import gzip
+
+    import pandas as pd
+
+    config_path = tiny_config(tmp_path, n_train=40, n_test=10)
+    config = config_with(config_path)
+    from_csv = prepare(config)
+    packed = tmp_path / "data/train.csv.gz"
+    packed.write_bytes(gzip.compress(config.data.train.read_bytes()))
+    parquet = tmp_path / "data/train.parquet"
+    pd.read_csv(config.data.train).to_parquet(parquet, row_group_size=7)
+    test_parquet = tmp_path / "data/test.parquet"
+    pd.read_csv(config.data.test).to_parquet(test_parquet)
+    from_gzip = prepare(config_with(config_path, f"data.train={packed}", f"data.prepared_dir={tmp_path / 'gz'}"))
+    from_parquet = prepare(config_with(config_path, "data.format=parquet", f"data.train={parquet}",
+                                       f"data.test={test_parquet}", f"data.prepared_dir={tmp_path / 'pq'}"))
+    for other in (from_gzip, from_parquet):
+        assert other.vocab == from_csv.vocab and other.labels == from_csv.labels
+        for name, split in from_csv.splits.items():
+            np.testing.assert_array_equal(other.splits[name].ids, split.ids)
+            np.testing.assert_array_equal(other.splits[name].targets, split.targets)
+
+
+def test_a_parquet_test_label_never_seen_names_row_group_and_row(tmp_path: Path) -> None:
+    import pandas as pd
+
+    config_path = tiny_config(tmp_path, n_train=20, n_test=5)
+    train_parquet, test_parquet = tmp_path / "data/train.parquet", tmp_path / "data/test.parquet"
+    pd.read_csv(config_with(config_path).data.train).to_parquet(train_parquet)
+    pd.DataFrame({"text": ["good film", "okay film"], "label": ["pos", "mixed"]}).to_parquet(test_parquet)
+    with pytest.raises(DataError, match=rf"{test_parquet}: row group 0, row 1: label 'mixed' in the test split never"):
+        prepare(config_with(config_path, "data.format=parquet", f"data.train={train_parquet}",
+                            f"data.test={test_parquet}"))
+
+
+def test_a_parquet_file_read_as_csv_says_so(tmp_path: Path) -> None:
+    import pandas as pd
+
+    config_path = tiny_config(tmp_path, n_train=20, n_test=5)
+    parquet = tmp_path / "data/train.parquet"
+    pd.read_csv(config_with(config_path).data.train).to_parquet(parquet)
+    with pytest.raises(DataError, match=rf"^{parquet}: this is a Parquet file; set data.format: parquet"):
+        prepare(config_with(config_path, f"data.train={parquet}"))

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import write_imdb_folder, write_imdb_tarball
 from textclf_cli.data.sources import read_imdb, read_table, read_texts_file
+from textclf_cli.errors import DataError
 
 
 def write_bytes(path: Path, content: str | bytes) -> Path:
@@ -115,3 +117,126 @@ def test_imdb_folder_gives_the_same_result_as_the_tarball(tmp_path: Path) -> Non
         for split in ("train", "test"):
             assert from_folder[split].texts == from_tar[split].texts
             assert from_folder[split].labels == from_tar[split].labels
+
+
+# ---------------------------------------------------------------------------------------------------------
+# streaming: long fields, gzip, Parquet, problems reported together
+
+
+def test_csv_field_longer_than_the_csv_modules_default_limit(tmp_path: Path) -> None:
+    import pandas as pd
+
+    long_text = "word, \"quoted\"\nnext line " * 16_000  # 160,000 characters, over csv's 131,072 default
+    path = tmp_path / "long.csv"
+    pd.DataFrame({"text": [long_text, "short"], "label": ["a", "b"]}).to_csv(path, index=False)
+    table = read_table(path, "csv", "text", "label")
+    assert table.texts == [long_text, "short"] and len(table.texts[0]) > 131_072
+    assert table.rows == [2, 2 + long_text.count("\n") + 1]
+
+
+@pytest.mark.parametrize(("file_format", "content"), [
+    ("csv", 'text,label\n"a, b",pos\r\n"two\nlines",neg\n'),
+    ("tsv", "text\tlabel\na, b\tpos\n\"two\nlines\"\tneg\n"),
+    ("jsonl", '{"text": "a, b", "label": "pos"}\n\n{"text": "two\\nlines", "label": "neg"}\n'),
+])
+def test_gzip_files_read_like_plain_ones(tmp_path: Path, file_format: str, content: str) -> None:
+    import gzip
+
+    plain = write_bytes(tmp_path / f"a.{file_format}", content)
+    packed = write_bytes(tmp_path / f"a.{file_format}.gz", gzip.compress(content.encode("utf-8")))
+    from_plain, from_gzip = (read_table(path, file_format, "text", "label") for path in (plain, packed))
+    assert from_gzip.texts == from_plain.texts == ["a, b", "two\nlines"]
+    assert (from_gzip.labels, from_gzip.rows) == (from_plain.labels, from_plain.rows)
+    assert read_texts_file(packed, "text") == ["a, b", "two\nlines"]
+
+
+def test_gzip_decoding_error_names_its_line(tmp_path: Path) -> None:
+    import gzip
+
+    content = b"text,label\ngood,pos\n" + "caf\xe9,neg\n".encode("latin-1")
+    path = write_bytes(tmp_path / "a.csv.gz", gzip.compress(content))
+    with pytest.raises(DataError, match=rf"^{re.escape(str(path))}:3: not valid utf-8"):
+        read_table(path, "csv", "text", "label")
+
+
+def test_truncated_gzip_is_a_data_error(tmp_path: Path) -> None:
+    import gzip
+
+    packed = gzip.compress(("text,label\n" + "some words,pos\n" * 2000).encode())
+    path = write_bytes(tmp_path / "a.csv.gz", packed[: len(packed) // 2])
+    with pytest.raises(DataError, match="gzip file is truncated or corrupt"):
+        read_table(path, "csv", "text", "label")
+
+
+def write_parquet(path: Path, columns: dict, row_group_size: int) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table(columns), path, row_group_size=row_group_size)
+    return path
+
+
+def test_parquet_is_read_by_row_groups_and_bad_rows_name_group_and_row(tmp_path: Path) -> None:
+    texts = ["one", None, "three", "  ", "five"]
+    path = write_parquet(tmp_path / "a.parquet", {"text": texts, "label": [1, 0, 1, 0, 1]}, row_group_size=2)
+    table = read_table(path, "parquet", "text", "label")
+    assert (table.texts, table.labels) == (["one", "three", "five"], ["1", "1", "1"])
+    assert table.rows == [(0, 0), (1, 0), (2, 0)]
+    with pytest.raises(DataError) as caught:
+        read_table(path, "parquet", "text", "label", bad_rows="error")
+    assert str(caught.value) == (f"{path}: 2 row(s) with an empty 'text' or 'label' (row group/row) 0/1, 1/1; "
+                                 f"fix them or set data.bad_rows: skip")
+
+
+def test_parquet_text_column_of_numbers_is_refused(tmp_path: Path) -> None:
+    path = write_parquet(tmp_path / "a.parquet", {"text": [4, 2], "label": ["a", "b"]}, row_group_size=1)
+    with pytest.raises(DataError, match=rf"^{re.escape(str(path))}: row group 0, row 0: 'text' is a number \(4\), "
+                                         r"not a string; store the column as strings\n"):
+        read_table(path, "parquet", "text", "label")
+
+
+def test_parquet_without_pyarrow_says_what_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    path = write_parquet(tmp_path / "a.parquet", {"text": ["x"], "label": ["a"]}, row_group_size=1)
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # import pyarrow now raises ImportError
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
+    with pytest.raises(DataError, match=r"reading Parquet needs pyarrow.*pip install 'textclf-cli\[parquet\]'"):
+        read_table(path, "parquet", "text", "label")
+
+
+@pytest.mark.parametrize(("value", "kind"), [("42", "a number"), ("true", "a boolean"), ('["a"]', "a list"),
+                                             ('{"a": 1}', "an object")])
+def test_jsonl_text_that_is_not_a_string_is_an_error_naming_its_line(tmp_path: Path, value: str, kind: str) -> None:
+    path = write_bytes(tmp_path / "a.jsonl", f'{{"text": "fine", "label": "a"}}\n{{"text": {value}, "label": "b"}}\n')
+    with pytest.raises(DataError, match=rf"^{re.escape(str(path))}:2: 'text' is {kind} \("):
+        read_table(path, "jsonl", "text", "label")
+
+
+def test_every_problem_is_named_in_one_message_with_the_skipped_rows(tmp_path: Path) -> None:
+    lines = ['{"text": null, "label": "a"}', '{"label": "b"}', '{"text": "ok", "label": "a"}', '{"text": 42, "label": "a"}',
+             '{"text": "ok", "label": "b"}', '{"text": "broken', '{"text": "ok", "label": "b"}']
+    path = write_bytes(tmp_path / "a.jsonl", "\n".join(lines) + "\n")
+    with pytest.raises(DataError) as caught:
+        read_table(path, "jsonl", "text", "label")
+    assert str(caught.value).splitlines() == [
+        f"{path}:4: 'text' is a number (42), not a string; write it in quotes if it is meant as text",
+        f"{path}:6: malformed JSON (Unterminated string starting at); each line must be one JSON object",
+        f"{path}: 2 row(s) with an empty 'text' or 'label' at line(s) 1, 2 (skipped under data.bad_rows: skip)",
+    ]
+
+
+def test_reading_stops_after_the_first_ten_problems(tmp_path: Path) -> None:
+    path = write_bytes(tmp_path / "a.csv", "text,label\n" + "a,b,c\n" * 50)
+    with pytest.raises(DataError) as caught:
+        read_table(path, "csv", "text", "label")
+    lines = str(caught.value).splitlines()
+    assert lines[0] == f"{path}:2: 3 fields but the header has 2; quote texts that contain the delimiter"
+    assert len(lines) == 11 and lines[9].startswith(f"{path}:11: 3 fields")
+    assert lines[10] == f"{path}: stopped reading after the first 10 problems; there may be more"
+
+
+def test_a_bad_quote_is_blamed_on_quoting_but_a_long_field_is_not(tmp_path: Path) -> None:
+    path = write_bytes(tmp_path / "a.csv", 'text,label\n"good" text,pos\n')
+    with pytest.raises(DataError, match=r":2: malformed row .*check the quoting"):
+        read_table(path, "csv", "text", "label")

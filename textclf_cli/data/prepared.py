@@ -1,4 +1,4 @@
-"""The on-disk prepared data: flat token-id arrays per split, vocabulary and labels, written once."""
+"""The on-disk prepared data: flat token-id arrays per split, vocabulary and labels; written once, read memory-mapped."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,19 +53,24 @@ def is_prepared(root: Path) -> bool:
 
 
 def write_prepared(root: Path, data: PreparedData) -> None:
-    """Write into a temp folder and rename it into place, so a crash never leaves a half-prepared key."""
-    root.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
-    staging.chmod(0o777 & ~current_umask())  # mkdtemp makes 0700; the renamed folder should be shareable
-    try:
+    """Write in-memory prepared data (small data, tests); prepare streams through staged_folder itself."""
+    with staged_folder(root) as staging:
         for split, encoded in data.splits.items():
             save_array(staging / files.PREPARED_IDS.format(split=split), encoded.ids)
             save_array(staging / files.PREPARED_OFFSETS.format(split=split), encoded.offsets)
             save_array(staging / files.PREPARED_TARGETS.format(split=split), encoded.targets)
-        write_json_atomic(staging / files.PREPARED_VOCAB, data.vocab)
-        write_json_atomic(staging / files.PREPARED_LABELS, data.labels)
-        meta = dict(data.meta, format_version=FORMAT_VERSION, splits=sorted(data.splits))
-        write_json_atomic(staging / files.PREPARED_META, meta)  # last: its presence means complete
+        write_index(staging, data.vocab, data.labels, data.meta, list(data.splits))
+
+
+@contextmanager
+def staged_folder(root: Path) -> Iterator[Path]:
+    """A temp folder beside `root`, renamed into place when the block succeeds and removed either way, so a
+    crash never leaves a half-prepared key. The block must call write_index last."""
+    root.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
+    staging.chmod(0o777 & ~current_umask())  # mkdtemp makes 0700; the renamed folder should be shareable
+    try:
+        yield staging
         try:
             os.rename(staging, root)
         except OSError:
@@ -73,12 +80,43 @@ def write_prepared(root: Path, data: PreparedData) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def write_index(folder: Path, vocab: list[str], labels: list[str], meta: dict, splits: list[str]) -> None:
+    write_json_atomic(folder / files.PREPARED_VOCAB, vocab)
+    write_json_atomic(folder / files.PREPARED_LABELS, labels)
+    meta = dict(meta, format_version=FORMAT_VERSION, splits=sorted(splits))
+    write_json_atomic(folder / files.PREPARED_META, meta)  # last: its presence means complete
+
+
+class NpyWriter:
+    """A 1-D .npy file written piece by piece: the header with the final length first, then the values in order
+    (the same bytes np.save writes for the whole array)."""
+
+    def __init__(self, path: Path, dtype: type, length: int) -> None:
+        self.path, self.dtype, self.length, self.written = path, np.dtype(dtype), int(length), 0
+        self.handle = path.open("wb")
+        header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": (self.length,)}
+        np.lib.format.write_array_header_1_0(self.handle, header)
+
+    def write(self, values: np.ndarray) -> None:
+        self.handle.write(np.ascontiguousarray(values, dtype=self.dtype).tobytes())
+        self.written += len(values)
+
+    def close(self) -> None:
+        if self.written != self.length:  # a bug, not a user mistake
+            raise RuntimeError(f"{self.path}: wrote {self.written} values, announced {self.length}")
+        self.handle.flush()
+        os.fsync(self.handle.fileno())  # the folder rename must not publish arrays still in the page cache
+        self.handle.close()
+
+
 def save_array(path: Path, array: np.ndarray) -> None:
     # through write_atomic for its fsync: the folder rename must not publish arrays still in the page cache
     write_atomic(path, lambda handle: np.save(handle, array))
 
 
 def load_prepared(root: Path) -> PreparedData:
+    """The prepared arrays, memory-mapped read-only: pages are read on demand and shared through the page cache
+    by every process on the machine (DDP ranks, an evaluate next to a train) instead of copied into each."""
     try:
         meta = json.loads((root / files.PREPARED_META).read_text(encoding="utf-8"))
         vocab = json.loads((root / files.PREPARED_VOCAB).read_text(encoding="utf-8"))
@@ -91,7 +129,7 @@ def load_prepared(root: Path) -> PreparedData:
 
 def _load_split(root: Path, split: str) -> EncodedSplit:
     return EncodedSplit(
-        ids=np.load(root / files.PREPARED_IDS.format(split=split)),
-        offsets=np.load(root / files.PREPARED_OFFSETS.format(split=split)),
-        targets=np.load(root / files.PREPARED_TARGETS.format(split=split)),
+        ids=np.load(root / files.PREPARED_IDS.format(split=split), mmap_mode="r"),
+        offsets=np.load(root / files.PREPARED_OFFSETS.format(split=split), mmap_mode="r"),
+        targets=np.load(root / files.PREPARED_TARGETS.format(split=split), mmap_mode="r"),
     )

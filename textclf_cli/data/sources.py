@@ -1,24 +1,23 @@
-"""Raw labelled text from disk: the IMDb archive or folder, and CSV/TSV/JSONL files."""
+"""Raw labelled text from disk: the IMDb archive or folder, and CSV/TSV/JSONL/Parquet files read as streams."""
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import re
 import tarfile
 import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from textclf_cli.console import log
+from textclf_cli.data.tables import RowError, Where, check_file, describe, open_rows, short
 from textclf_cli.errors import DataError
 
 IMDB_MEMBER = re.compile(r"(?:^|/)aclImdb/(train|test)/(pos|neg)/(\d+)_(\d+)\.txt$")
 IMDB_SPLITS = ("train", "test")
 IMDB_URLS = re.compile(r"(?:^|/)aclImdb/(train|test)/urls_(pos|neg)\.txt$")
 IMDB_MOVIE = re.compile(r"/title/(tt\d+)/")
-TABLE_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl"}  # file suffix -> reader format
 
 
 @dataclass
@@ -31,11 +30,24 @@ class LabelledTexts:
     texts: list[str]
     labels: list[str] | list[list[str]]
     source: str
-    rows: list[int] = field(default_factory=list)  # 1-based row/line of each example in `source`
+    rows: list[Where] = field(default_factory=list)  # the line (or Parquet row group, row) of each example
     groups: list[str] = field(default_factory=list)  # e.g. the IMDb movie of each review: valid never shares one
 
     def __len__(self) -> int:
         return len(self.texts)
+
+    @property
+    def name(self) -> str:
+        return self.source
+
+    def fraction_done(self) -> float | None:
+        return None
+
+    def chunks(self, size: int) -> Iterator[TextChunk]:
+        rows = self.rows or list(range(1, len(self) + 1))
+        for start in range(0, len(self), size):
+            stop = start + size
+            yield TextChunk(self.texts[start:stop], self.labels[start:stop], rows[start:stop])
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -142,139 +154,174 @@ def _read_imdb_folder(path: Path, urls: dict[tuple[str, str], list[str]]) -> dic
 
 
 # ---------------------------------------------------------------------------------------------------------
-# CSV / TSV / JSONL
+# CSV / TSV / JSONL / Parquet, streamed
+
+MAX_PROBLEMS = 10  # reading stops at this many fatal problems; the message lists them all
+TABLE_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}  # by suffix
+JSON_TYPE_NAMES = {bool: "a boolean", int: "a number", float: "a number", list: "a list", dict: "an object"}
 
 
-def read_table(
-    path: Path,
-    file_format: str,
-    text_column: str,
-    label_column: str | None,
-    encoding: str = "utf-8",
-    bad_rows: str = "skip",
-    label_separator: str | None = None,
-) -> LabelledTexts:
-    """Text (and label, unless `label_column` is None) columns of a CSV/TSV/JSONL file.
+def format_of(path: Path) -> str | None:
+    """csv/tsv/jsonl/parquet from the file name, else None; a trailing .gz is looked through (x.csv.gz is csv)."""
+    suffixes = [suffix.lower() for suffix in path.suffixes]
+    if suffixes and suffixes[-1] == ".gz":
+        suffixes.pop()
+    return TABLE_FORMATS.get(suffixes[-1]) if suffixes else None
 
-    Rows with an empty text or a missing label are skipped with one warning naming them (bad_rows=skip)
-    or refused (bad_rows=error). With a `label_separator` (multi-label data) each label is a list: a JSON
-    list, or a string split on the separator; an empty list or string is a valid empty label set.
+
+class BadRows:
+    """The problems met while reading one file, reported together in one message.
+
+    Unreadable rows and texts that are not strings are fatal; rows with an empty text or label are skipped
+    (bad_rows: skip, one warning) or fatal too (bad_rows: error).
     """
-    content = _read_text(path, encoding)
-    if file_format == "jsonl":
-        records = _parse_jsonl(content, path)
-    else:
-        records = _parse_delimited(content, path, "\t" if file_format == "tsv" else ",")
-    return _select_columns(records, path, text_column, label_column, bad_rows, label_separator)
+
+    def __init__(self, path: Path, text_column: str, label_column: str | None, policy: str) -> None:
+        self.path, self.text_column, self.label_column, self.policy = path, text_column, label_column, policy
+        self.fatal: list[str] = []
+        self.empty: list[Where] = []
+        self.num_empty = 0
+
+    def add_fatal(self, where: Where, message: str) -> None:
+        self.fatal.append(f"{describe(self.path, where)}: {message}")
+
+    def add_empty(self, where: Where) -> None:
+        self.num_empty += 1
+        if len(self.empty) < MAX_PROBLEMS:
+            self.empty.append(where)
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.fatal) or (self.policy == "error" and self.num_empty > 0)
+
+    @property
+    def too_many(self) -> bool:
+        return len(self.fatal) + (self.num_empty if self.policy == "error" else 0) >= MAX_PROBLEMS
+
+    def finish(self, stopped_early: bool) -> None:
+        """Raise one DataError naming every fatal problem (and the empty rows), or warn about skipped rows."""
+        empty = self._empty_summary()
+        if not self.failed:
+            if empty:
+                log.warning(f"{empty}; skipped (set data.bad_rows: error to refuse such files)")
+            return
+        lines = list(self.fatal)
+        if empty:
+            lines.append(f"{empty}; fix them or set data.bad_rows: skip" if self.policy == "error"
+                         else f"{empty} (skipped under data.bad_rows: skip)")
+        if stopped_early:
+            lines.append(f"{self.path}: stopped reading after the first {MAX_PROBLEMS} problems; there may be more")
+        raise DataError("\n".join(lines))
+
+    def _empty_summary(self) -> str:
+        if not self.num_empty:
+            return ""
+        parquet = isinstance(self.empty[0], tuple)
+        shown = ", ".join(short(where) for where in self.empty) + (", ..." if self.num_empty > len(self.empty) else "")
+        what = f"an empty {self.text_column!r}" + (f" or {self.label_column!r}" if self.label_column else "")
+        at = "(row group/row)" if parquet else "at line(s)"
+        return f"{self.path}: {self.num_empty} row(s) with {what} {at} {shown}"
 
 
-def _read_text(path: Path, encoding: str) -> str:
-    if not path.exists():
-        raise DataError(f"{path}: file not found; check data.train/data.valid/data.test in the config")
-    if path.is_dir():
-        raise DataError(f"{path}: is a folder, expected a {path.suffix or 'CSV/TSV/JSONL'} file")
-    raw = path.read_bytes()
-    if not raw.strip():
-        raise DataError(f"{path}: the file is empty; it needs a header row and at least one example")
-    codec = "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
-    try:
-        text = raw.decode(codec)
-    except LookupError:
-        raise DataError(f"{path}: unknown encoding {encoding!r} in data.encoding") from None
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise DataError(
-            f"{path}:{line}: not valid {encoding} ({exc.reason}); convert the file to UTF-8 or set "
-            f"data.encoding (e.g. latin-1)"
-        ) from None
-    return text.replace("\r\n", "\n").replace("\r", "\n")
+@dataclass
+class TextChunk:
+    """Consecutive usable rows of one file: texts, their labels ("" without a label column) and positions."""
+
+    texts: list[str]
+    labels: list[str] | list[list[str]]  # multilabel: each a list of labels (possibly empty)
+    wheres: list[Where]
+
+    def __len__(self) -> int:
+        return len(self.texts)
 
 
-def _parse_jsonl(content: str, path: Path) -> list[tuple[int, dict]]:
-    records = []
-    for number, line in enumerate(content.split("\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}:{number}: malformed JSON ({exc.msg}); each line must be one JSON object") from None
-        if not isinstance(record, dict):
-            raise DataError(f"{path}:{number}: expected a JSON object per line, got {type(record).__name__}")
-        records.append((number, record))
-    return records
+class TableSource:
+    """The usable (text, label) rows of one CSV/TSV/JSONL/Parquet file (plain or .gz), streamed.
 
+    Rows with problems are collected and reported when the file ends. After the first fatal problem no more rows
+    are handed out (there is no point tokenizing them), but reading goes on to name the next few problems too.
+    """
 
-def _parse_delimited(content: str, path: Path, delimiter: str) -> list[tuple[int, dict]]:
-    reader = csv.reader(io.StringIO(content, newline=""), delimiter=delimiter, quotechar='"', strict=True)
-    try:
-        header = next(reader)
-    except StopIteration:
-        raise DataError(f"{path}: the file is empty; it needs a header row") from None
-    except csv.Error as exc:
-        raise DataError(f"{path}:1: malformed header ({exc})") from None
-    header = [name.strip() for name in header]
-    records = []
-    while True:
-        line = reader.line_num + 1  # where this row starts (a quoted text may span several lines)
-        try:
-            row = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as exc:
-            raise DataError(f"{path}:{line}: malformed row ({exc}); check the quoting: a text that starts with "
-                            f'a quote or holds the delimiter must be quoted whole, with inner quotes doubled ("")') from None
-        if not row or (len(row) == 1 and not row[0].strip()):
-            continue
-        if len(row) != len(header):
-            raise DataError(
-                f"{path}:{line}: {len(row)} fields but the header has {len(header)}; "
-                f"quote texts that contain the delimiter"
-            )
-        records.append((line, dict(zip(header, row))))
-    return records
+    def __init__(self, path: Path, file_format: str, text_column: str, label_column: str | None,
+                 encoding: str = "utf-8", bad_rows: str = "skip", label_separator: str | None = None) -> None:
+        self.path, self.file_format, self.encoding, self.bad_rows = path, file_format, encoding, bad_rows
+        self.label_separator = label_separator  # set for multi-label data: each label is then a list
+        self.text_column, self.label_column = text_column, label_column
+        self.name = str(path)
+        self.groups: list[str] = []  # no grouping of rows for the validation split
+        self._fraction: Callable[[], float | None] = lambda: 0.0
 
+    def fraction_done(self) -> float | None:
+        return self._fraction()
 
-def _select_columns(
-    records: list[tuple[int, dict]], path: Path, text_column: str, label_column: str | None, bad_rows: str,
-    label_separator: str | None = None,
-) -> LabelledTexts:
-    columns = list(records[0][1]) if records else []
-    for key, column in (("text_column", text_column), ("label_column", label_column)):
-        if column is not None and records and column not in columns:
-            raise DataError(
-                f"{path}: no column {column!r} (data.{key}); the file has columns: {', '.join(map(str, columns))}"
-            )
-    texts, labels, rows, bad = [], [], [], []
-    for line, record in records:
-        text = _as_text(record.get(text_column))
-        if label_separator is not None and label_column is not None:
-            label: str | list[str] | None = label_set(record.get(label_column), label_separator, f"{path}:{line}")
-            missing = label is None
+    def rows(self) -> Iterator[tuple[Where, str, str | list[str]]]:
+        raw = open_rows(self.path, self.file_format, self.text_column, self.label_column, self.encoding)
+        self._fraction = raw.fraction_done
+        problems = BadRows(self.path, self.text_column, self.label_column, self.bad_rows)
+        usable, stopped_early = 0, False
+        for where, text_value, label_value in raw.rows:
+            text = self._text(where, text_value, problems)
+            label = self._label(where, label_value, problems) if text is not None else None
+            if text is not None and label is None:
+                text = None
+            if problems.too_many:
+                stopped_early = True
+                break
+            if text is None or problems.failed:
+                continue
+            usable += 1
+            yield where, text, label
+        problems.finish(stopped_early)
+        if not usable:
+            raise DataError(f"{self.path}: no usable examples (every row has an empty text or label)")
+
+    def _label(self, where: Where, value: object, problems: BadRows) -> str | list[str] | None:
+        """The row's label ("" without a label column; a list for multi-label data), or None if unusable."""
+        if self.label_column is None:
+            return ""
+        if self.label_separator is None:
+            label = _as_text(value).strip()
         else:
-            label = _as_text(record.get(label_column)).strip() if label_column is not None else ""
-            missing = label_column is not None and not label
-        if not text.strip() or missing:
-            bad.append(line)
-            continue
-        texts.append(text)
-        labels.append(label)
-        rows.append(line)
-    _report_bad_rows(path, bad, bad_rows, text_column, label_column)
-    if not texts:
-        raise DataError(f"{path}: no usable examples (every row has an empty text or label)")
-    return LabelledTexts(texts=texts, labels=labels, source=str(path), rows=rows)
+            try:
+                label = label_set(value, self.label_separator, describe(self.path, where))
+            except DataError as exc:
+                problems.fatal.append(str(exc))
+                return None
+        if label is None or label == "":  # an empty multi-label list is a valid empty label set
+            problems.add_empty(where)
+            return None
+        return label
+
+    def _text(self, where: Where, value: object, problems: BadRows) -> str | None:
+        if isinstance(value, RowError):
+            problems.add_fatal(where, value.message)
+            return None
+        if value is None or (isinstance(value, str) and not value.strip()):
+            problems.add_empty(where)
+            return None
+        if not isinstance(value, str):
+            kind = JSON_TYPE_NAMES.get(type(value), type(value).__name__)
+            fix = ("store the column as strings" if self.file_format == "parquet"
+                   else "write it in quotes if it is meant as text")
+            problems.add_fatal(where, f"{self.text_column!r} is {kind} ({_clip(repr(value))}), not a string; {fix}")
+            return None
+        return value
+
+    def chunks(self, size: int) -> Iterator[TextChunk]:
+        chunk = TextChunk([], [], [])
+        for where, text, label in self.rows():
+            chunk.texts.append(text)
+            chunk.labels.append(label)
+            chunk.wheres.append(where)
+            if len(chunk) >= size:
+                yield chunk
+                chunk = TextChunk([], [], [])
+        if chunk.texts:
+            yield chunk
 
 
-def _report_bad_rows(path: Path, bad: list[int], policy: str, text_column: str, label_column: str | None) -> None:
-    if not bad:
-        return
-    shown = ", ".join(str(line) for line in bad[:10]) + (", ..." if len(bad) > 10 else "")
-    what = f"an empty {text_column!r}" + (f" or {label_column!r}" if label_column else "")
-    message = f"{path}: {len(bad)} row(s) with {what} at line(s) {shown}"
-    if policy == "error":
-        raise DataError(f"{message}; fix them or set data.bad_rows: skip")
-    log.warning(f"{message}; skipped (set data.bad_rows: error to refuse such files)")
+def _clip(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def label_set(value: object, separator: str, where: str) -> list[str] | None:
@@ -303,10 +350,42 @@ def _as_text(value: object) -> str:
     return str(value)
 
 
+def read_table(
+    path: Path,
+    file_format: str,
+    text_column: str,
+    label_column: str | None,
+    encoding: str = "utf-8",
+    bad_rows: str = "skip",
+    label_separator: str | None = None,
+) -> LabelledTexts:
+    """All usable rows of a (small) CSV/TSV/JSONL/Parquet file in memory; large files go through TableSource.
+
+    With a `label_separator` (multi-label data) each label is a list: a JSON list, or a string split on the
+    separator; an empty list or string is a valid empty label set, a missing (null) one is an empty row.
+    """
+    texts, labels, rows = [], [], []
+    source = TableSource(path, file_format, text_column, label_column, encoding, bad_rows, label_separator)
+    for where, text, label in source.rows():
+        texts.append(text)
+        labels.append(label)
+        rows.append(where)
+    return LabelledTexts(texts=texts, labels=labels, source=str(path), rows=rows)
+
+
+def iter_texts_file(path: Path, text_column: str, encoding: str = "utf-8") -> Iterator[str]:
+    """Texts to predict, streamed: a .txt (one per line, blank lines skipped; also any unknown suffix), or a
+    CSV/TSV/JSONL/Parquet (plain or .gz) with a text column (empty texts skipped with a warning)."""
+    file_format = format_of(path) or "txt"
+    if file_format == "txt":
+        check_file(path)
+        for _, text, _ in open_rows(path, "txt", text_column, None, encoding).rows:
+            if text.strip():
+                yield text
+        return
+    for _, text, _ in TableSource(path, file_format, text_column, None, encoding).rows():
+        yield text
+
+
 def read_texts_file(path: Path, text_column: str, encoding: str = "utf-8") -> list[str]:
-    """Texts to predict: a .txt (one per line), or a CSV/TSV/JSONL with a text column."""
-    file_format = TABLE_FORMATS.get(path.suffix.lower())
-    if file_format is not None:
-        return read_table(path, file_format, text_column, None, encoding).texts
-    content = _read_text(path, encoding)
-    return [line for line in content.split("\n") if line.strip()]
+    return list(iter_texts_file(path, text_column, encoding))

@@ -1,4 +1,4 @@
-"""Cleaning and nltk tokenization, in a process pool over all cores for large inputs."""
+"""Cleaning and nltk tokenization; picklable so it runs in a process pool over all cores, chunk by chunk."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ import html
 import os
 import re
 import sys
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sized
 from dataclasses import asdict, dataclass
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -159,23 +161,94 @@ def tokenize_all(texts: list[str], settings: TokenizerSettings, workers: int | N
 def tokenize_and_encode(
     texts: list[str], settings: TokenizerSettings, index: dict[str, int], workers: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Token ids (flat) and offsets of many texts, for a known vocabulary (evaluate/predict).
-
-    Workers send back id arrays rather than token lists: pickling millions of strings back to the parent
-    would cost about as much as tokenizing them.
-    """
-    workers = _workers(len(texts), workers)
-    if workers <= 1:
-        return encode(tokenize_all(texts, settings, workers=1), index)
-    size = -(-len(texts) // (workers * 4))
-    chunks = [texts[start: start + size] for start in range(0, len(texts), size)]
-    with _pool(workers, settings, index) as pool:
-        parts = pool.map(_encode_in_worker, chunks)
-    ids = np.concatenate([part_ids for part_ids, _ in parts])
-    lengths = np.concatenate([np.diff(part_offsets) for _, part_offsets in parts])
+    """Token ids (flat) and offsets of many texts, for a known vocabulary (evaluate/predict)."""
+    size = max(PARALLEL_MIN_TEXTS, -(-len(texts) // ((workers or os.cpu_count() or 1) * 4)))
+    ids_parts, length_parts = [np.zeros(0, dtype=np.int32)], [np.zeros(0, dtype=np.int64)]
+    with ChunkTokenizer(settings, index, workers) as tokenizer:
+        chunks = (texts[start: start + size] for start in range(0, len(texts), size))
+        for _, (ids, lengths) in tokenizer.map(encode_chunk, chunks):
+            ids_parts.append(ids)
+            length_parts.append(lengths)
+    lengths = np.concatenate(length_parts)
     offsets = np.zeros(len(texts) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
-    return ids, offsets
+    return np.concatenate(ids_parts), offsets
+
+
+Chunk = TypeVar("Chunk", bound=Sized)
+
+
+class ChunkTokenizer:
+    """Runs count_chunk or encode_chunk over a stream of chunks of texts and hands the results back in input
+    order, with only a few chunks in flight so that memory stays bounded however long the stream is.
+
+    Small inputs run in this process; a pool of worker processes is started (once) as soon as the texts seen
+    reach PARALLEL_MIN_TEXTS. Workers send back id arrays rather than token lists: pickling millions of strings
+    back to the parent would cost about as much as tokenizing them.
+    """
+
+    def __init__(self, settings: TokenizerSettings, index: dict[str, int] | None = None,
+                 workers: int | None = None) -> None:
+        self.settings, self.index = settings, index
+        self.workers = workers or os.cpu_count() or 1
+        self.tokenizer = Tokenizer(settings)  # here first: a bad setting fails now, not in every worker
+        self._pool = None
+        self._seen = 0
+
+    def __enter__(self) -> ChunkTokenizer:
+        return self
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        if self._pool is not None:
+            if exc_type is None:
+                self._pool.close()
+            else:
+                self._pool.terminate()  # an error or Ctrl-C: do not wait for chunks nobody will read
+            self._pool.join()
+            self._pool = None
+
+    def map(self, function: Callable, chunks: Iterable[Chunk]) -> Iterator[tuple[Chunk, Any]]:
+        """(chunk, function(tokenizer, index, texts of chunk)) for each chunk, in order.
+
+        A chunk is a list of texts or anything with a `texts` list.
+        """
+        pending: deque = deque()
+        for chunk in chunks:
+            texts = getattr(chunk, "texts", chunk)
+            self._seen += len(texts)
+            if self._pool is None and self.workers > 1 and self._seen >= PARALLEL_MIN_TEXTS:
+                self._pool = _pool(self.workers, self.settings, self.index)
+            if self._pool is None:
+                yield chunk, function(self.tokenizer, self.index, texts)
+                continue
+            pending.append((chunk, self._pool.apply_async(_run_in_worker, (function, texts))))
+            while len(pending) > 2 * self.workers:  # enough to keep every worker busy, no more
+                done, result = pending.popleft()
+                yield done, result.get()
+        while pending:
+            done, result = pending.popleft()
+            yield done, result.get()
+
+
+def count_chunk(tokenizer: Tokenizer, index: object, texts: list[str]
+                ) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+    """Tokenize texts for a vocabulary still to be built: (the distinct tokens in first-seen order, each token
+    as an index into them (int32, flat), tokens per text (int64), occurrences of each distinct token (int64))."""
+    local: dict[str, int] = {}
+    ids: list[int] = []
+    lengths = np.empty(len(texts), dtype=np.int64)
+    for position, text in enumerate(texts):
+        tokens = tokenizer(text)
+        lengths[position] = len(tokens)
+        ids.extend([local.setdefault(token, len(local)) for token in tokens])
+    local_ids = np.array(ids, dtype=np.int32)
+    return list(local), local_ids, lengths, np.bincount(local_ids, minlength=len(local)).astype(np.int64)
+
+
+def encode_chunk(tokenizer: Tokenizer, index: dict[str, int], texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Token ids (int32, flat) and tokens per text (int64) for a known vocabulary."""
+    ids, offsets = encode([tokenizer(text) for text in texts], index)
+    return ids, np.diff(offsets)
 
 
 def _workers(num_texts: int, workers: int | None) -> int:
@@ -205,6 +278,6 @@ def _tokenize_in_worker(text: str) -> list[str]:
     return _worker_tokenizer(text)
 
 
-def _encode_in_worker(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    assert _worker_tokenizer is not None and _worker_index is not None  # set by _init_worker
-    return encode([_worker_tokenizer(text) for text in texts], _worker_index)
+def _run_in_worker(function: Callable, texts: list[str]) -> Any:
+    assert _worker_tokenizer is not None  # set by _init_worker in every pool process
+    return function(_worker_tokenizer, _worker_index, texts)
