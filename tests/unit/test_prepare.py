@@ -250,3 +250,39 @@ def test_a_parquet_file_read_as_csv_says_so(tmp_path: Path) -> None:
     pd.read_csv(config_with(config_path).data.train).to_parquet(parquet)
     with pytest.raises(DataError, match=rf"^{parquet}: this is a Parquet file; set data.format: parquet"):
         prepare(config_with(config_path, f"data.train={parquet}"))
+
+
+def test_carve_keeps_each_group_whole_on_one_side() -> None:
+    groups = [f"tt{i // 5}" for i in range(200)]  # 40 movies of 5 reviews
+    texts = LabelledTexts([f"review {i}" for i in range(200)], ["pos" if i % 2 else "neg" for i in range(200)],
+                          "reviews", list(range(1, 201)), groups)
+    fit, valid = carve_valid(texts, 0.1, seed=42)
+    assert set(fit.groups).isdisjoint(valid.groups)
+    assert len(valid) == 20 and len(fit) + len(valid) == 200  # 4 of the 40 movies
+    again_fit, _ = carve_valid(texts, 0.1, seed=42)
+    assert again_fit.texts == fit.texts  # seeded
+
+
+def test_imdb_reviews_carry_their_movie_from_the_urls_files(tmp_path: Path) -> None:
+    import io
+    import tarfile
+
+    from textclf_cli.data.sources import read_imdb
+
+    members = {"aclImdb/train/urls_pos.txt": "http://www.imdb.com/title/tt0001/usercomments\n"
+                                             "http://www.imdb.com/title/tt0002/usercomments\n",
+               "aclImdb/train/urls_neg.txt": "http://www.imdb.com/title/tt0003/usercomments\n",
+               "aclImdb/train/pos/0_9.txt": "great", "aclImdb/train/pos/1_8.txt": "fine",
+               "aclImdb/train/neg/0_1.txt": "bad", "aclImdb/test/pos/0_9.txt": "good",
+               "aclImdb/test/neg/0_2.txt": "awful"}
+    archive = tmp_path / "aclImdb_v1.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for name, text in members.items():
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    splits = read_imdb(archive)
+    by_text = dict(zip(splits["train"].texts, splits["train"].groups))
+    assert by_text == {"great": "tt0001", "fine": "tt0002", "bad": "tt0003"}
+    assert splits["test"].groups == []  # no urls files for test: no groups, the carve falls back to stratified
