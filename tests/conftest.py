@@ -114,6 +114,7 @@ def tiny_config(tmp_path: Path, fmt: str = "csv", labels: tuple[str, ...] = ("po
         "cnn": {"type": "cnn", "embedding_dim": 16, "num_filters": 8, "filter_sizes": [2, 3]},
         "lstm": {"type": "lstm", "embedding_dim": 16, "hidden_size": 8},
         "bag": {"type": "bag", "embedding_dim": 16, "buckets": 1000},
+        "ngram": {"type": "ngram"},
     }
     config: dict[str, Any] = {
         "experiment": "tiny",

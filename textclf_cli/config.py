@@ -73,6 +73,19 @@ class EmbeddingSettings(Strict):
     freeze_embeddings: bool = False
 
 
+class NgramConfig(Strict):
+    """NBSVM-style logistic regression over hashed word n-grams (models/ngram.py); alone or as an ensemble member."""
+
+    type: Literal["ngram"] = "ngram"
+    ngrams: int = Field(3, ge=1, le=4)
+    # rows for hashed n-grams of order >= 2; auto: about one per training token, 2^14 to 2^21 (textclf_cli/auto.py)
+    buckets: Annotated[int, Field(ge=1)] | Literal["auto"] = AUTO
+    min_df: int = Field(2, ge=1)
+    alpha: float = Field(1.0, gt=0.0)  # naive-Bayes count smoothing
+    lr: float = Field(0.01, gt=0.0)  # its own Adam step: a linear model wants a larger one than a network
+    l2: float = Field(0.1, ge=0.0)  # penalty per training text, as LogisticRegression(C=1/l2)
+
+
 class CNNConfig(EmbeddingSettings):
     type: Literal["cnn"] = "cnn"
     num_filters: int = Field(100, ge=1)
@@ -80,6 +93,8 @@ class CNNConfig(EmbeddingSettings):
     dropout: float = Field(0.5, ge=0.0, lt=1.0)
     pooling: Literal["max", "max_mean"] = "max"
     word_dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    # a second model family trained beside the network (models/ensemble.py); `ensemble: null` trains the CNN alone
+    ensemble: NgramConfig | None = Field(default_factory=NgramConfig)
 
 
 class LSTMConfig(EmbeddingSettings):
@@ -90,6 +105,7 @@ class LSTMConfig(EmbeddingSettings):
     dropout: float = Field(0.5, ge=0.0, lt=1.0)
     pooling: Literal["last", "max", "mean", "max_mean"] = "last"
     word_dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    ensemble: NgramConfig | None = Field(default_factory=NgramConfig)
 
 
 class BagConfig(EmbeddingSettings):
@@ -101,8 +117,9 @@ class BagConfig(EmbeddingSettings):
     sparse: bool = False  # true needs train.optimizer adagrad (or sgd without momentum); much faster
 
 
-ModelConfig = Annotated[CNNConfig | LSTMConfig | BagConfig, Field(discriminator="type")]
-MODEL_CLASSES: dict[str, type[Strict]] = {"cnn": CNNConfig, "lstm": LSTMConfig, "bag": BagConfig}
+ModelConfig = Annotated[CNNConfig | LSTMConfig | BagConfig | NgramConfig, Field(discriminator="type")]
+MODEL_CLASSES: dict[str, type[Strict]] = {"cnn": CNNConfig, "lstm": LSTMConfig, "bag": BagConfig,
+                                          "ngram": NgramConfig}
 
 
 class TrainConfig(Strict):
@@ -405,6 +422,8 @@ def describe_error(err: dict[str, Any]) -> str:
     if kind == "extra_forbidden":
         if len(raw_loc) == 3 and raw_loc[0] == "model" and raw_loc[1] in MODEL_CLASSES:
             allowed = list(MODEL_CLASSES[raw_loc[1]].model_fields)
+        elif len(raw_loc) == 4 and raw_loc[0] == "model" and raw_loc[2] == "ensemble":
+            allowed = list(NgramConfig.model_fields)
         elif len(raw_loc) == 3 and raw_loc[0] == "tune":
             allowed = list(TuneRange.model_fields)
         else:
@@ -413,9 +432,9 @@ def describe_error(err: dict[str, Any]) -> str:
     if kind == "missing":
         return f"{key}: required key is missing"
     if kind == "union_tag_invalid":
-        return f"{key}.type: unknown model type {err['input'].get('type')!r}; allowed: cnn, lstm, bag"
+        return f"{key}.type: unknown model type {err['input'].get('type')!r}; allowed: cnn, lstm, bag, ngram"
     if kind == "union_tag_not_found":
-        return f"{key}.type: required key is missing (cnn, lstm or bag)"
+        return f"{key}.type: required key is missing (cnn, lstm, bag or ngram)"
     message = err["msg"].removeprefix("Value error, ")
     got = err.get("input")
     if isinstance(got, (dict, list)) or got is None:

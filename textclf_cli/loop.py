@@ -145,6 +145,8 @@ def fit(trainer: Trainer, state: TrainState, on_epoch_end: Callable[[TrainState,
         else:
             state.epochs_without_improvement += 1
         micro = f" valid_f1_micro {valid['f1_micro']:.4f}" if "f1_micro" in valid else ""
+        mix = getattr(trainer.plain_model, "mix", None)  # an ensemble's weight on its network, fitted just now
+        micro += f" mix {float(mix):.2f}" if mix is not None else ""
         log.info(
             f"epoch {epoch}/{settings.epochs} train_loss {train_loss:.4f} train_acc {train_accuracy:.4f} "
             f"valid_loss {valid['loss']:.4f} valid_acc {valid['accuracy']:.4f} valid_f1 {valid['f1_macro']:.4f}"
@@ -232,8 +234,11 @@ def training_step(
     amp = trainer.amp
     trainer.optimizer.zero_grad(set_to_none=True)
     with torch.autocast(trainer.device.type, dtype=amp.dtype, enabled=amp.enabled):
-        logits = trainer.model(token_ids, lengths)
-        loss = trainer.loss_fn(logits.float(), targets)
+        outputs = trainer.model(token_ids, lengths)
+        # an ensemble returns one (B, C) per member in training: each member learns from its own loss
+        members = outputs if isinstance(outputs, tuple) else (outputs,)
+        loss = sum(trainer.loss_fn(member.float(), targets) for member in members)
+        logits = torch.stack([member.float() for member in members]).mean(0) if len(members) > 1 else members[0]
     amp.scaler.scale(loss).backward()
     if trainer.settings.grad_clip:
         amp.scaler.unscale_(trainer.optimizer)
@@ -255,17 +260,39 @@ def validate(trainer: Trainer) -> dict[str, Any]:
     """
     settings, processes = trainer.settings, trainer.processes
     split = processes.shard_split(trainer.valid_split)
-    score = model_logits if settings.task == "multilabel" else log_probabilities  # (N, C) logits or log-softmax
-    outputs = score(trainer.plain_model, split, settings.max_length, settings.truncate, settings.eval_batch_size,
-                    trainer.device, trainer.amp.dtype if trainer.amp.enabled else None)
-    # an empty shard comes back (0, 0); the gather needs (0, C)
-    outputs = processes.gather_rows(outputs.reshape(len(split), len(settings.labels)), len(trainer.valid_split))
+    if hasattr(trainer.plain_model, "fit_mix"):
+        outputs = fitted_ensemble_logits(trainer, split)
+        if settings.task != "multilabel":
+            outputs = torch.log_softmax(torch.from_numpy(outputs), dim=1).numpy()
+    else:
+        score = model_logits if settings.task == "multilabel" else log_probabilities  # (N, C) logits or log-softmax
+        outputs = score(trainer.plain_model, split, settings.max_length, settings.truncate, settings.eval_batch_size,
+                        trainer.device, trainer.amp.dtype if trainer.amp.enabled else None)
+        # an empty shard comes back (0, 0); the gather needs (0, C)
+        outputs = processes.gather_rows(outputs.reshape(len(split), len(settings.labels)), len(trainer.valid_split))
     targets = trainer.valid_split.targets
     if settings.task == "multilabel":
         return validate_multilabel(outputs, targets, settings)
     metrics = classification_metrics(targets, outputs.argmax(1), settings.labels)
     loss = float(-outputs[np.arange(len(targets)), targets].mean())
     return {"loss": loss, "accuracy": metrics["accuracy"], "f1_macro": metrics["f1_macro"]}
+
+
+def fitted_ensemble_logits(trainer: Trainer, split: Any) -> np.ndarray:
+    """Weigh the ensemble's members by the validation loss and return its (N, C) validation logits; all ranks
+    fit on the same gathered member logits, so all take the same weight."""
+    settings, processes, model = trainer.settings, trainer.processes, trainer.plain_model
+    members = []
+    for member in model.members:
+        logits = model_logits(member, split, settings.max_length, settings.truncate, settings.eval_batch_size,
+                              trainer.device, trainer.amp.dtype if trainer.amp.enabled else None)
+        members.append(torch.from_numpy(processes.gather_rows(logits.reshape(len(split), len(settings.labels)),
+                                                              len(trainer.valid_split))))
+    loss_fn = trainer.loss_fn.cpu()
+    mix = model.fit_mix(members, torch.as_tensor(np.array(trainer.valid_split.targets)), loss_fn,
+                        by_accuracy=settings.task != "multilabel")
+    loss_fn.to(trainer.device)
+    return (mix * members[0] + (1 - mix) * members[1]).numpy()
 
 
 def validate_multilabel(logits: np.ndarray, targets: np.ndarray, settings: LoopSettings) -> dict[str, Any]:

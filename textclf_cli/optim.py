@@ -13,7 +13,9 @@ from textclf_cli.config import TrainConfig
 
 
 def build_optimizer(model: nn.Module, train: TrainConfig) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
+    from textclf_cli.models import param_groups
+
+    params = param_groups(model, train.lr, train.weight_decay)
     if train.optimizer == "sgd":
         return torch.optim.SGD(params, lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay)
     if train.optimizer == "adagrad":  # handles sparse embedding gradients (the bag model) and dense ones alike

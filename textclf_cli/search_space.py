@@ -50,6 +50,13 @@ DEFAULT_SPACES: dict[str, dict[str, TuneRange]] = {
         "model.ngrams": _choices(1, 2, 3),
         "model.dropout": _range(0.0, 0.5),
     },
+    "ngram": {  # the n-gram model has its own step size; train.lr does not reach it
+        "train.batch_size": _choices(16, 32, 64, 128),
+        "vocab.min_freq": _choices(1, 2, 3),
+        "model.ngrams": _choices(1, 2, 3),
+        "model.lr": _range(1e-3, 5e-2, log=True),
+        "model.l2": _range(1e-2, 10.0, log=True),
+    },
 }
 # fastText-style lr for the optimizers that sparse bags use; Adam wants the common range
 PLAIN_SGD_LR = _range(1e-2, 1.0, log=True)
@@ -62,7 +69,7 @@ def search_space(config: Config) -> dict[str, TuneRange]:
     space = dict(DEFAULT_SPACES[config.model.type])
     if config.train.optimizer in ("sgd", "adagrad"):
         space["train.lr"] = PLAIN_SGD_LR
-    if config.model.pretrained_embeddings is not None:  # the vectors fix the embedding size
+    if getattr(config.model, "pretrained_embeddings", None) is not None:  # the vectors fix the embedding size
         space.pop("model.embedding_dim", None)
     return {key: _widened(spec, _config_value(config, key)) for key, spec in space.items()}
 

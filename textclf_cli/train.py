@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,13 +28,14 @@ from textclf_cli.checkpoint import (
 )
 from textclf_cli.config import Config, check_resumable, config_to_dict, with_absolute_paths
 from textclf_cli.console import add_log_file, log, remove_handler
+from textclf_cli.data.loader import batch_indices, clipped_lengths, collate
 from textclf_cli.data.prepared import PreparedData
 from textclf_cli.device import describe_device
 from textclf_cli.distributed import Processes
 from textclf_cli.errors import ConfigError, Interrupted, RunError, TextclfError
 from textclf_cli.interrupts import SignalInterrupt, interrupt_on_signals
 from textclf_cli.loop import LoopSettings, NonFiniteLoss, SignalGuard, StopRequested, Trainer, TrainState, fit
-from textclf_cli.models import build_model, min_width, model_kwargs
+from textclf_cli.models import build_model, fit_counts, min_width, model_kwargs
 from textclf_cli.optim import build_loss, build_multilabel_loss, build_optimizer, build_scheduler
 from textclf_cli.precision import resolve_precision
 from textclf_cli.prepare import prepare
@@ -200,6 +202,8 @@ def build_trainer(config: Config, data: PreparedData, amp: Any, resume_dir: Path
     kwargs = model_kwargs(config.model)
     model = build_model(config.model.type, len(data.vocab), len(data.labels), kwargs)
     load_embeddings_if_configured(model, config, data)
+    if resume_dir is None:  # a resumed run gets its counts back with the weights
+        count_training_ngrams(model, config, data)
     model.to(device)
     loop_model = processes.wrap(model)
     if config.train.compile:  # after DDP, as PyTorch recommends: compile then sees DDP's gradient buckets
@@ -227,12 +231,24 @@ def build_trainer(config: Config, data: PreparedData, amp: Any, resume_dir: Path
     return trainer, state, checkpoint_meta(config, data, kwargs)
 
 
+def count_training_ngrams(model: nn.Module, config: Config, data: PreparedData) -> None:
+    """The n-gram model's pass over the training split (as the loop will see it: same cut, same truncation).
+    Every rank counts the whole split, so all ranks hold the same ratios without a collective."""
+    split = data.splits["train"]
+    order = batch_indices(clipped_lengths(split, config.vocab.max_length), 1024, shuffle=False)
+    batches = (collate(split, indices, config.vocab.max_length, config.vocab.truncate, min_width(model))
+               for indices in order)
+    started = time.monotonic()
+    if fit_counts(model, ((batch.token_ids, batch.lengths, batch.targets) for batch in batches)):
+        log.info(f"counted the training n-grams in {time.monotonic() - started:.1f}s")
+
+
 def load_embeddings_if_configured(model: nn.Module, config: Config, data: PreparedData) -> None:
-    if config.model.pretrained_embeddings is None:
+    if getattr(config.model, "pretrained_embeddings", None) is None:
         return
     from textclf_cli.embeddings import apply_pretrained
 
-    apply_pretrained(model, config.model.pretrained_embeddings, data.vocab, config.model.embedding_dim,
+    apply_pretrained(getattr(model, "network", model), config.model.pretrained_embeddings, data.vocab, config.model.embedding_dim,
                      config.model.freeze_embeddings)
 
 

@@ -27,12 +27,15 @@ SIDECAR_KEYS = {"format", "version", "model_file", "model_format", "model_type",
                 "truncate", "truncation", "empty_text", "source_checkpoint", "epoch", "exported_at", "versions"}
 
 
-@pytest.fixture(scope="module", params=["cnn", "lstm", "bag"])
+@pytest.fixture(scope="module", params=["cnn", "lstm", "bag", "ngram", "cnn+ngram"])
 def trained(request, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp(f"export-{request.param}")
-    config = tiny_config(root, model=request.param, train={"epochs": 1}, vocab={"truncate": "head_tail"})
-    settings = {"cnn": "model.filter_sizes=[2,3]", "lstm": "model.pooling=last", "bag": "model.ngrams=3"}
-    result = run_cli("train", str(config), "-q", "--set", settings[request.param])
+    model = request.param.split("+")[0]
+    config = tiny_config(root, model=model, train={"epochs": 1}, vocab={"truncate": "head_tail"})
+    settings = {"cnn": ["model.filter_sizes=[2,3]", "model.ensemble=null"], "lstm": ["model.pooling=last"],
+                "bag": ["model.ngrams=3"], "ngram": ["model.ngrams=3", "model.min_df=1"],
+                "cnn+ngram": ["model.ensemble.type=ngram", "model.ensemble.min_df=1"]}[request.param]
+    result = run_cli("train", str(config), "-q", *[arg for setting in settings for arg in ("--set", setting)])
     assert result.exit_code == 0, result.output
     return Path(result.stdout.strip())
 

@@ -433,4 +433,4 @@ def test_same_config_and_seed_train_identically(tmp_path: Path) -> None:
     assert (first.parent / "latest").resolve() == second.resolve()  # the newest completed run
     other_seed, _ = train(config, "--quiet", "--set", "seed=8", "--set", "train.epochs=1")
     assert not torch.equal(torch.load(other_seed / "checkpoints" / "last.pt", weights_only=True)["state_dict"]
-                           ["embedding.weight"], weights[0]["embedding.weight"])
+                           ["network.embedding.weight"], weights[0]["network.embedding.weight"])

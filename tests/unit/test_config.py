@@ -142,7 +142,7 @@ def test_key_of_another_model_family_is_refused(tmp_path: Path) -> None:
 
 def test_unknown_model_type(tmp_path: Path) -> None:
     path = write_config(tmp_path, {"experiment": "exp", "data": {"train": "t.csv"}, "model": {"type": "gru"}})
-    assert config_error(path) == f"{path}: model.type: unknown model type 'gru'; allowed: cnn, lstm, bag"
+    assert config_error(path) == f"{path}: model.type: unknown model type 'gru'; allowed: cnn, lstm, bag, ngram"
 
 
 def test_model_section_without_type_is_a_cnn(tmp_path: Path) -> None:

@@ -24,8 +24,25 @@ MODEL_CASES: list[tuple[str, dict[str, Any]]] = [
     ("bag", {"ngrams": 1}),
     ("bag", {"ngrams": 2}),
     ("bag", {"ngrams": 3}),
+    ("ngram", {"ngrams": 1}),
+    ("ngram", {"ngrams": 3}),
+    ("cnn", {"filter_sizes": [2, 3], "ensemble": {"type": "ngram", "ngrams": 2, "buckets": 97}}),
 ]
-SIZES = {"cnn": {"num_filters": 6}, "lstm": {"hidden_size": 6}, "bag": {"buckets": 97}}
+SIZES = {"cnn": {"num_filters": 6, "embedding_dim": 8, "dropout": 0.3},
+         "lstm": {"hidden_size": 6, "embedding_dim": 8, "dropout": 0.3},
+         "bag": {"buckets": 97, "embedding_dim": 8, "dropout": 0.3}, "ngram": {"buckets": 97, "min_df": 1}}
+
+
+def fitted(model: torch.nn.Module) -> torch.nn.Module:
+    """An n-gram model (alone or in an ensemble) counted on random texts, with random weights: as after training."""
+    counting = [module for module in model.modules() if hasattr(module, "fit_counts")]
+    for module in counting:
+        generator = torch.Generator().manual_seed(0)
+        token_ids = torch.randint(1, VOCAB_SIZE, (40, 12), generator=generator)
+        module.fit_counts([(token_ids, torch.full((40,), 12), torch.randint(0, NUM_CLASSES, (40,), generator=generator))])
+        with torch.no_grad():
+            module.weight.normal_(generator=generator)
+    return model
 
 
 def case_id(case: tuple[str, dict[str, Any]]) -> str:
@@ -37,9 +54,8 @@ def case_id(case: tuple[str, dict[str, Any]]) -> str:
 def model(request: pytest.FixtureRequest) -> torch.nn.Module:
     model_type, kwargs = request.param
     torch.manual_seed(0)
-    built = build_model(model_type, VOCAB_SIZE, NUM_CLASSES,
-                        {"embedding_dim": 8, "dropout": 0.3, **SIZES[model_type], **kwargs})
-    return built.eval()
+    built = build_model(model_type, VOCAB_SIZE, NUM_CLASSES, {**SIZES[model_type], **kwargs})
+    return fitted(built).eval()
 
 
 def split_of(texts: list[list[int]]) -> EncodedSplit:
@@ -110,8 +126,10 @@ def test_cnn_accepts_texts_shorter_than_its_widest_filter() -> None:
 def test_training_mode_gradients_reach_the_embedding(model: torch.nn.Module) -> None:
     model.train()
     batch = collate(split_of([TEXTS["medium"], LONGER[0]]), np.arange(2), 100, min_width=min_width(model))
-    model(batch.token_ids, batch.lengths).sum().backward()
-    grad = model.embedding.weight.grad
+    outputs = model(batch.token_ids, batch.lengths)
+    sum(outputs).sum().backward() if isinstance(outputs, tuple) else outputs.sum().backward()  # ensemble: members
+    learned = getattr(model, "network", model)
+    grad = (learned.embedding.weight if hasattr(learned, "embedding") else learned.weight).grad
     grad = grad.to_dense() if grad is not None and grad.is_sparse else grad  # a sparse EmbeddingBag
     assert grad is not None and grad[TEXTS["medium"]].abs().sum() > 0
     assert grad[0].abs().sum() == 0  # padding is never learned

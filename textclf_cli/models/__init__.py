@@ -8,9 +8,11 @@ from torch import nn
 
 from textclf_cli.models.bag import BagOfNgrams
 from textclf_cli.models.cnn import TextCNN
+from textclf_cli.models.ensemble import Ensemble
 from textclf_cli.models.lstm import LSTMClassifier
+from textclf_cli.models.ngram import NgramLogReg
 
-MODELS: dict[str, type[nn.Module]] = {"cnn": TextCNN, "lstm": LSTMClassifier, "bag": BagOfNgrams}
+MODELS: dict[str, type[nn.Module]] = {"cnn": TextCNN, "lstm": LSTMClassifier, "bag": BagOfNgrams, "ngram": NgramLogReg}
 NOT_MODEL_ARGS = {"type", "pretrained_embeddings", "freeze_embeddings"}
 
 
@@ -20,7 +22,34 @@ def model_kwargs(model_config: Any) -> dict[str, Any]:
 
 
 def build_model(model_type: str, vocab_size: int, num_classes: int, kwargs: dict[str, Any]) -> nn.Module:
-    return MODELS[model_type](vocab_size=vocab_size, num_classes=num_classes, **kwargs)
+    """The model of one family, or an Ensemble when the config names a second family under `ensemble`."""
+    kwargs = dict(kwargs)
+    partner = kwargs.pop("ensemble", None)
+    model = MODELS[model_type](vocab_size=vocab_size, num_classes=num_classes, **kwargs)
+    if partner is None:
+        return model
+    partner = dict(partner)
+    return Ensemble(model, MODELS[partner.pop("type")](vocab_size=vocab_size, num_classes=num_classes, **partner))
+
+
+def param_groups(model: nn.Module, lr: float, weight_decay: float) -> list[dict[str, Any]]:
+    """Optimizer groups: members with their own settings (the n-gram model) bring theirs; the rest share train's."""
+    groups, own = [], set()
+    for module in model.modules():
+        if hasattr(module, "param_groups"):
+            for group in module.param_groups():
+                groups.append(group)
+                own.update(id(p) for p in group["params"])
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in own]
+    return ([{"params": rest, "lr": lr, "weight_decay": weight_decay}] if rest else []) + groups
+
+
+def fit_counts(model: nn.Module, batches: Any) -> bool:
+    """Let members that count the training data first (the n-gram model) do so; False when none does."""
+    counting = [module for module in model.modules() if hasattr(module, "fit_counts")]
+    if counting:
+        counting[0].fit_counts(batches)  # one counting member at most (a network + an n-gram model)
+    return bool(counting)
 
 
 def min_width(model: nn.Module) -> int:

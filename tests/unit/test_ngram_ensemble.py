@@ -1,0 +1,119 @@
+"""The n-gram logistic regression (models/ngram.py) and the network + n-gram ensemble (models/ensemble.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from textclf_cli.auto import MAX_AUTO_BUCKETS, MIN_AUTO_BUCKETS, auto_buckets
+from textclf_cli.config import validate_config
+from textclf_cli.errors import ConfigError
+from textclf_cli.models import build_model, param_groups
+from textclf_cli.models.ensemble import Ensemble
+from textclf_cli.models.ngram import NgramLogReg
+
+
+def batch(texts: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(text) for text in texts)
+    return (torch.tensor([text + [0] * (width - len(text)) for text in texts]),
+            torch.tensor([max(1, len(text)) for text in texts]))
+
+
+def test_features_are_the_distinct_ngrams_of_each_text_and_never_padding() -> None:
+    model = NgramLogReg(vocab_size=20, num_classes=2, ngrams=3, buckets=101)
+    token_ids, lengths = batch([[5, 5, 5, 5], [7]])
+    features = model.features(token_ids, lengths)
+    first = sorted(int(f) for f in features[0] if f > 0)
+    assert first[0] == 5 and len(first) == 3  # unigram 5, bigram (5, 5), trigram (5, 5, 5): once each
+    assert all(20 <= f < 20 + 101 for f in first[1:])  # hashed rows sit after the vocabulary
+    assert sorted(int(f) for f in features[1] if f > 0) == [7]  # one token: no n-gram reaches into the padding
+
+
+def test_counts_give_naive_bayes_ratios_and_drop_rare_ngrams() -> None:
+    model = NgramLogReg(vocab_size=20, num_classes=2, ngrams=1, min_df=2)
+    texts = [[3, 4], [3, 4], [3, 9], [6, 4], [6, 4], [6, 11]]  # 3 only in class 0, 6 only in class 1
+    token_ids, lengths = batch(texts)
+    model.fit_counts([(token_ids, lengths, torch.tensor([0, 0, 0, 1, 1, 1]))])
+    assert model.ratios[3, 0] > 0 > model.ratios[3, 1]
+    assert model.ratios[6, 1] > 0 > model.ratios[6, 0]
+    assert abs(float(model.ratios[4, 0])) < 1e-6  # in both classes alike
+    assert model.kept[[3, 4, 6]].tolist() == [1.0, 1.0, 1.0]
+    assert model.kept[[9, 11, 0]].tolist() == [0.0, 0.0, 0.0]  # in one text only; padding never
+    assert int(model.train_size) == 6
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+        logits = model(*batch([[3], [6], [9]]))
+    assert logits[0].argmax() == 0 and logits[1].argmax() == 1
+    torch.testing.assert_close(logits[2], model.bias.detach())  # only dropped n-grams: the bias alone
+
+
+def test_counts_accept_multilabel_targets() -> None:
+    model = NgramLogReg(vocab_size=20, num_classes=3, ngrams=1, min_df=1)
+    token_ids, lengths = batch([[3], [3], [5]])
+    model.fit_counts([(token_ids, lengths, torch.tensor([[1, 1, 0], [1, 0, 0], [0, 0, 1]], dtype=torch.uint8))])
+    assert model.ratios[3, 0] > 0 and model.ratios[3, 2] < 0 and model.ratios[5, 2] > 0
+
+
+def test_param_groups_give_the_ngram_model_its_own_step_and_penalty_per_text() -> None:
+    ensemble = build_model("cnn", 30, 2, {"embedding_dim": 4, "num_filters": 3, "filter_sizes": [2],
+                                          "ensemble": {"type": "ngram", "buckets": 50, "lr": 0.05, "l2": 2.0}})
+    assert isinstance(ensemble, Ensemble)
+    ensemble.ngram.train_size.fill_(400)
+    groups = param_groups(ensemble, lr=1e-3, weight_decay=0.0)
+    network, weight, bias = groups
+    assert network["lr"] == 1e-3 and {id(p) for p in network["params"]} == {id(p) for p in ensemble.network.parameters()}
+    assert weight["params"] == [ensemble.ngram.weight] and weight["lr"] == 0.05
+    assert weight["weight_decay"] == pytest.approx(2.0 / 400)
+    assert bias["weight_decay"] == 0.0
+
+
+def test_ensemble_trains_members_apart_and_predicts_with_the_fitted_mix() -> None:
+    ensemble = build_model("cnn", 30, 2, {"embedding_dim": 4, "num_filters": 3, "filter_sizes": [2],
+                                          "ensemble": {"type": "ngram", "buckets": 50}})
+    token_ids, lengths = batch([[3, 4, 5], [6, 7]])
+    ensemble.train()
+    network, ngram = ensemble(token_ids, lengths)
+    assert network.shape == ngram.shape == (2, 2)
+    ensemble.eval()
+    ensemble.mix.fill_(0.25)
+    with torch.no_grad():
+        expected = 0.25 * ensemble.network(token_ids, lengths) + 0.75 * ensemble.ngram(token_ids, lengths)
+        torch.testing.assert_close(ensemble(token_ids, lengths), expected)
+
+
+def test_fit_mix_weighs_the_member_that_predicts_validation() -> None:
+    ensemble = Ensemble(torch.nn.Identity(), torch.nn.Identity())
+    targets = torch.tensor([0, 1, 1, 0])
+    right = torch.nn.functional.one_hot(targets, 2).float() * 4
+    wrong = right.flip(1)
+    assert ensemble.fit_mix([right, wrong], targets, torch.nn.CrossEntropyLoss()) == 1.0
+    assert ensemble.fit_mix([wrong, right], targets, torch.nn.CrossEntropyLoss()) == 0.0
+
+
+def test_auto_buckets_follow_the_training_tokens_within_bounds() -> None:
+    assert auto_buckets(np.array([10, 20]), max_length=64) == MIN_AUTO_BUCKETS
+    assert auto_buckets(np.full(10_000, 30), max_length=64) == 2**19  # 300k tokens -> the next power of two
+    assert auto_buckets(np.full(10_000, 900), max_length=64) == 2**20  # counted after truncation: 640k
+    assert auto_buckets(np.full(100_000, 500), max_length=800) == MAX_AUTO_BUCKETS
+
+
+def test_unknown_ensemble_key_names_the_allowed_ones() -> None:
+    raw = {"experiment": "x", "data": {"train": "t.csv"}, "model": {"type": "cnn", "ensemble": {"bukets": 10}}}
+    with pytest.raises(ConfigError, match=r"model\.ensemble\.bukets: unknown key; did you mean 'buckets'"):
+        validate_config(raw, "c.yaml")
+
+
+def test_fit_mix_prefers_accuracy_over_the_loss_of_an_overconfident_member() -> None:
+    ensemble = Ensemble(torch.nn.Identity(), torch.nn.Identity())
+    targets = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+    # the network is right on 6 of 8, hugely confident everywhere; the n-gram model is right on 7 of 8, timidly
+    network = torch.tensor([[9.0, -9]] * 4 + [[-9, 9]] * 2 + [[9, -9]] * 2)
+    ngram = torch.tensor([[0.2, -0.2]] * 4 + [[-0.2, 0.2]] * 3 + [[0.2, -0.2]])
+    loss_fn = torch.nn.CrossEntropyLoss()
+    by_loss = Ensemble(torch.nn.Identity(), torch.nn.Identity()).fit_mix([network, ngram], targets, loss_fn,
+                                                                         by_accuracy=False)
+    by_accuracy = ensemble.fit_mix([network, ngram], targets, loss_fn)
+    mixed = by_accuracy * network + (1 - by_accuracy) * ngram
+    assert (mixed.argmax(1) == targets).sum() == 7
+    assert by_loss != by_accuracy
