@@ -38,8 +38,8 @@ def test_counts_give_naive_bayes_ratios_and_drop_rare_ngrams() -> None:
     assert model.ratios[3, 0] > 0 > model.ratios[3, 1]
     assert model.ratios[6, 1] > 0 > model.ratios[6, 0]
     assert abs(float(model.ratios[4, 0])) < 1e-6  # in both classes alike
-    assert model.kept[[3, 4, 6]].tolist() == [1.0, 1.0, 1.0]
-    assert model.kept[[9, 11, 0]].tolist() == [0.0, 0.0, 0.0]  # in one text only; padding never
+    assert model.kept[[3, 4, 6]].tolist() == [True, True, True]
+    assert model.kept[[9, 11, 0]].tolist() == [False, False, False]  # in one text only; padding never
     assert int(model.train_size) == 6
     with torch.no_grad():
         model.weight.fill_(1.0)

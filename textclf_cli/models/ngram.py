@@ -41,7 +41,7 @@ class NgramLogReg(nn.Module):
         self.bias = nn.Parameter(torch.zeros(num_classes))
         # filled by fit_counts; saved with the weights, so resuming and predicting never recount
         self.register_buffer("ratios", torch.zeros(rows, num_classes))
-        self.register_buffer("kept", torch.zeros(rows))  # 1.0 for n-grams in >= min_df training texts
+        self.register_buffer("kept", torch.zeros(rows, dtype=torch.bool))  # n-grams in >= min_df training texts
         self.register_buffer("train_size", torch.zeros((), dtype=torch.long))
 
     def features(self, token_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -63,10 +63,12 @@ class NgramLogReg(nn.Module):
 
     def forward(self, token_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         ids = self.features(token_ids, lengths)  # (B, K)
-        present = self.kept[ids] * (ids > 0).to(self.kept.dtype)  # (B, K) 0/1
+        present = (self.kept[ids] & (ids > 0)).float()  # (B, K) 0/1
         scale = present / present.sum(dim=1, keepdim=True).clamp(min=1.0).sqrt()  # unit L2 norm per text
-        weights = nn.functional.embedding(ids, self.weight) * nn.functional.embedding(ids, self.ratios)  # (B, K, C)
-        return torch.einsum("bk,bkc->bc", scale.to(weights.dtype), weights) + self.bias
+        # in fp32 even under bf16 autocast: a sum of hundreds of small terms is cheap here and bf16 would round it
+        with torch.autocast(token_ids.device.type, enabled=False):
+            weights = nn.functional.embedding(ids, self.weight) * nn.functional.embedding(ids, self.ratios)  # (B, K, C)
+            return torch.einsum("bk,bkc->bc", scale.float(), weights.float()) + self.bias.float()
 
     @torch.no_grad()
     def fit_counts(self, batches: Iterable[Batch]) -> None:
@@ -88,7 +90,7 @@ class NgramLogReg(nn.Module):
         outside = (document_frequency[:, None] - class_frequency) + self.alpha  # texts of the other classes
         ratios = torch.log((inside / inside.sum(0)) / (outside / outside.sum(0)))
         self.ratios.copy_(ratios.to(self.ratios.dtype))
-        self.kept.copy_((document_frequency >= self.min_df).to(self.kept.dtype))
+        self.kept.copy_(document_frequency >= self.min_df)
         self.train_size.fill_(texts)
 
     def param_groups(self) -> list[dict]:
