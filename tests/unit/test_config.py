@@ -36,7 +36,7 @@ def test_defaults_fill_every_section(minimal: Path) -> None:
     assert config.seed == 42 and config.device == "auto"
     assert config.data.format == "csv" and config.data.test is None and config.data.valid is None
     assert (config.data.text_column, config.data.label_column, config.data.valid_fraction) == ("text", "label", 0.1)
-    assert config.tokenizer.kind == "toktok" and config.tokenizer.lowercase and config.tokenizer.strip_html
+    assert config.tokenizer.kind == "regexp" and config.tokenizer.lowercase and config.tokenizer.strip_html
     assert not config.tokenizer.strip_punctuation and not config.tokenizer.remove_stopwords
     assert (config.vocab.max_size, config.vocab.min_freq, config.vocab.max_length) == (30000, 2, "auto")
     assert config.vocab.truncate == "head_tail"

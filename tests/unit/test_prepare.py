@@ -28,7 +28,7 @@ def config_with(path: Path, *overrides: str) -> Config:
 @pytest.mark.parametrize(
     "override",
     [
-        "tokenizer.kind=regexp",
+        "tokenizer.kind=toktok",
         "tokenizer.lowercase=false",
         "tokenizer.strip_html=false",
         "tokenizer.strip_punctuation=true",
