@@ -151,9 +151,11 @@ def prepare(
 ) -> None:
     """Read, clean, tokenize and encode the data once; later commands reuse it."""
     console.setup_logging(quiet)
+    from textclf_cli.interrupts import interrupt_on_signals
     from textclf_cli.prepare import prepare as prepare_data
 
-    data = prepare_data(_load(config_path, overrides), force=force)
+    with interrupt_on_signals():  # SIGTERM unwinds like Ctrl-C: the staging folder is removed, exit 130
+        data = prepare_data(_load(config_path, overrides), force=force)
     console.result(str(data.root))
 
 

@@ -328,3 +328,21 @@ def test_cron_script_passes_the_exit_code_on(tmp_path):
     assert result.returncode == 2
     assert "failed with exit code 2" in result.stderr and "train.lr" in result.stderr
     assert not (tmp_path / "runs/tiny/best").exists()
+
+
+def test_sigterm_during_prepare_exits_130_and_leaves_no_staging_folder(tmp_path):
+    config = tiny_config(tmp_path, n_train=60_000, data={"chunk_size": 500})  # long enough to be caught midway
+    prepared = tmp_path / "prepared"
+    process = subprocess.Popen([sys.executable, "-m", "textclf_cli", "prepare", str(config)], cwd=REPO,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not list(prepared.glob(".*")) and time.monotonic() < deadline:  # the hidden staging folder
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.01)
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=30)
+
+    assert process.returncode == 130, stderr
+    assert stderr.strip().endswith("error: interrupted by SIGTERM") and "Traceback" not in stderr
+    assert stdout == ""
+    assert list(prepared.iterdir()) == []  # neither a staging folder nor a prepared key that looks complete
