@@ -434,3 +434,19 @@ def test_same_config_and_seed_train_identically(tmp_path: Path) -> None:
     other_seed, _ = train(config, "--quiet", "--set", "seed=8", "--set", "train.epochs=1")
     assert not torch.equal(torch.load(other_seed / "checkpoints" / "last.pt", weights_only=True)["state_dict"]
                            ["network.embedding.weight"], weights[0]["network.embedding.weight"])
+
+
+def test_auto_precision_keeps_a_few_texts_in_fp32_and_streams_many_in_chunks(trained: Trained, monkeypatch) -> None:
+    from textclf_cli import predict as predicting
+    from textclf_cli.checkpoint import load_model
+
+    asked: list[str] = []
+    real = predicting.inference_dtype
+    monkeypatch.setattr(predicting, "inference_dtype", lambda precision, device: asked.append(precision)
+                        or real(precision, device))
+    loaded = load_model(trained.run_dir / "checkpoints" / "best.pt", torch.device("cpu"))
+    few = list(predicting.predict_stream(loaded, ["great film", "awful"], precision="auto"))
+    assert [len(chunk.texts) for chunk in few] == [2] and asked == ["fp32"]  # bf16 kernel set-up would not pay
+    asked.clear()
+    many = list(predicting.predict_stream(loaded, (f"text {i}" for i in range(7)), precision="auto", chunk_size=3))
+    assert [len(chunk.texts) for chunk in many] == [3, 3, 1] and asked == ["auto"]
