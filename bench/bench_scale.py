@@ -1,6 +1,6 @@
 """The scale benchmark: prepare, one training epoch and predict on millions of IMDb-like reviews.
 
-usage: nice -n 10 python bench/bench_scale.py [--sizes 200000 2000000] [--predict-texts 200000]
+usage: python bench/bench_scale.py [--sizes 200000 2000000] [--predict-texts 200000]
                                               [--archive PATH] [--work bench/work] [--skip-train]
 
 Builds CSVs of N reviews by resampling the 50,000 labelled IMDb reviews (with replacement, seeded) into
@@ -175,6 +175,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     store = work / "results.json"
     results = json.loads(store.read_text()) if store.exists() else {}
+    results["load_at_start"] = f"{os.getloadavg()[0]:.1f}"
     largest = max(args.sizes)
     largest_config = work / f"scale_{largest}.yaml"
     if "prepare" in args.phases:
@@ -237,10 +238,10 @@ def write_results(results: dict) -> None:
 
     lines = [SECTION, "",
              f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {os.cpu_count()} cores "
-             f"({platform.machine()}), python {platform.python_version()}, torch {torch.__version__}, with "
-             f"`nice -n 10` while other work shared the same 2 cores (so wall times are pessimistic). IMDb-like data: "
-             f"the 50,000 labelled IMDb reviews resampled with replacement into a text,label CSV; valid carved from "
-             f"train (10%); tokenizer toktok; data.chunk_size 2000.", "",
+             f"({platform.machine()}), python {platform.python_version()}, torch {torch.__version__}; load average "
+             f"{results.get('load_at_start', '?')} at the start (on a shared machine wall times are upper bounds). "
+             f"IMDb-like data: the 50,000 labelled IMDb reviews resampled with replacement into a text,label CSV; "
+             f"valid carved from train (10%); default tokenizer (regexp); data.chunk_size 2000.", "",
              "| texts | CSV | prepare wall | per million texts | texts/s | CPU cores busy | peak RSS, main process | "
              "peak RSS, main + workers |", "|---|---|---|---|---|---|---|---|"]
     prepared = results.get("prepare", [])
@@ -255,7 +256,8 @@ def write_results(results: dict) -> None:
         lines += ["", f"Per-text time at {last['size']:,} is {ratio:.2f}x that at {first['size']:,} (target <= 1.25x)."]
     train = results.get("train")
     if train:
-        lines += ["", f"One epoch of a small CNN (embedding 16, 3x16 filters, max_length 64, batch 512, "
+        lines += ["", f"One epoch of a small CNN with the default n-gram ensemble member (embedding 16, 3x16 filters, "
+                  f"max_length 64, batch 512, "
                       f"bf16 where native) on the {train['size']:,} prepared texts (90% train, then validation on "
                       f"10%): {train['wall']:.0f} s wall; peak RSS {train['main_peak_mb']:,.0f} MB "
                       f"(at the peak {train['anon_at_peak_mb']:,.0f} MB anonymous + {train['file_at_peak_mb']:,.0f} MB "
