@@ -18,7 +18,7 @@ from textclf_cli.console import EpochProgress, log
 from textclf_cli.data.loader import batch_indices, clipped_lengths, collate
 from textclf_cli.data.prepared import EncodedSplit
 from textclf_cli.errors import RunError
-from textclf_cli.inference import log_probabilities, model_logits
+from textclf_cli.inference import model_logits
 from textclf_cli.metrics import classification_metrics, is_better, multilabel_metrics
 
 if TYPE_CHECKING:
@@ -144,13 +144,13 @@ def fit(trainer: Trainer, state: TrainState, on_epoch_end: Callable[[TrainState,
             state.best_metric, state.best_epoch, state.epochs_without_improvement = value, epoch, 0
         else:
             state.epochs_without_improvement += 1
-        micro = f" valid_f1_micro {valid['f1_micro']:.4f}" if "f1_micro" in valid else ""
+        extra = f" valid_f1_micro {valid['f1_micro']:.4f}" if "f1_micro" in valid else ""
         mix = getattr(trainer.plain_model, "mix", None)  # an ensemble's weight on its network, fitted just now
-        micro += f" mix {float(mix):.2f}" if mix is not None else ""
+        extra += f" mix {float(mix):.2f}" if mix is not None else ""
         log.info(
             f"epoch {epoch}/{settings.epochs} train_loss {train_loss:.4f} train_acc {train_accuracy:.4f} "
             f"valid_loss {valid['loss']:.4f} valid_acc {valid['accuracy']:.4f} valid_f1 {valid['f1_macro']:.4f}"
-            f"{micro} ({row['seconds']:.1f}s{', best' if improved else ''})"
+            f"{extra} ({row['seconds']:.1f}s{', best' if improved else ''})"
         )
         on_epoch_end(state, improved)
         if settings.patience and state.epochs_without_improvement >= settings.patience:
@@ -260,39 +260,34 @@ def validate(trainer: Trainer) -> dict[str, Any]:
     """
     settings, processes = trainer.settings, trainer.processes
     split = processes.shard_split(trainer.valid_split)
-    if hasattr(trainer.plain_model, "fit_mix"):
-        outputs = fitted_ensemble_logits(trainer, split)
-        if settings.task != "multilabel":
-            outputs = torch.log_softmax(torch.from_numpy(outputs), dim=1).numpy()
-    else:
-        score = model_logits if settings.task == "multilabel" else log_probabilities  # (N, C) logits or log-softmax
-        outputs = score(trainer.plain_model, split, settings.max_length, settings.truncate, settings.eval_batch_size,
-                        trainer.device, trainer.amp.dtype if trainer.amp.enabled else None)
-        # an empty shard comes back (0, 0); the gather needs (0, C)
-        outputs = processes.gather_rows(outputs.reshape(len(split), len(settings.labels)), len(trainer.valid_split))
+    model = trainer.plain_model
+    logits = fitted_ensemble_logits(trainer, split) if hasattr(model, "fit_mix") else gathered_logits(trainer, model, split)
     targets = trainer.valid_split.targets
     if settings.task == "multilabel":
-        return validate_multilabel(outputs, targets, settings)
+        return validate_multilabel(logits, targets, settings)
+    outputs = torch.log_softmax(torch.from_numpy(logits), dim=1).numpy()
     metrics = classification_metrics(targets, outputs.argmax(1), settings.labels)
     loss = float(-outputs[np.arange(len(targets)), targets].mean())
     return {"loss": loss, "accuracy": metrics["accuracy"], "f1_macro": metrics["f1_macro"]}
 
 
-def fitted_ensemble_logits(trainer: Trainer, split: Any) -> np.ndarray:
-    """Weigh the ensemble's members by the validation loss and return its (N, C) validation logits; all ranks
-    fit on the same gathered member logits, so all take the same weight."""
-    settings, processes, model = trainer.settings, trainer.processes, trainer.plain_model
-    members = []
-    for member in model.members:
-        logits = model_logits(member, split, settings.max_length, settings.truncate, settings.eval_batch_size,
-                              trainer.device, trainer.amp.dtype if trainer.amp.enabled else None)
-        members.append(torch.from_numpy(processes.gather_rows(logits.reshape(len(split), len(settings.labels)),
-                                                              len(trainer.valid_split))))
-    loss_fn = trainer.loss_fn.cpu()
-    mix = model.fit_mix(members, torch.as_tensor(np.array(trainer.valid_split.targets)), loss_fn,
-                        by_accuracy=settings.task != "multilabel")
-    loss_fn.to(trainer.device)
-    return (mix * members[0] + (1 - mix) * members[1]).numpy()
+def gathered_logits(trainer: Trainer, model: nn.Module, split: EncodedSplit) -> np.ndarray:
+    """(N, C) raw outputs of `model` over the whole validation split: this rank scores its shard, all gather."""
+    settings = trainer.settings
+    logits = model_logits(model, split, settings.max_length, settings.truncate, settings.eval_batch_size,
+                          trainer.device, trainer.amp.dtype if trainer.amp.enabled else None)
+    # an empty shard comes back (0, 0); the gather needs (0, C)
+    return trainer.processes.gather_rows(logits.reshape(len(split), len(settings.labels)), len(trainer.valid_split))
+
+
+def fitted_ensemble_logits(trainer: Trainer, split: EncodedSplit) -> np.ndarray:
+    """Refit the ensemble's mix on validation (accuracy, then loss; multi-label: loss) and return its (N, C)
+    validation logits; all ranks fit on the same gathered member logits, so all take the same mix."""
+    model, device = trainer.plain_model, trainer.device
+    network, ngram = (torch.from_numpy(gathered_logits(trainer, member, split)).to(device) for member in model.members)
+    targets = torch.as_tensor(np.array(trainer.valid_split.targets), device=device)
+    mix = model.fit_mix([network, ngram], targets, trainer.loss_fn, by_accuracy=trainer.settings.task != "multilabel")
+    return (mix * network + (1 - mix) * ngram).cpu().numpy()
 
 
 def validate_multilabel(logits: np.ndarray, targets: np.ndarray, settings: LoopSettings) -> dict[str, Any]:
