@@ -18,8 +18,8 @@ from textclf_cli.console import EpochProgress, log
 from textclf_cli.data.loader import batch_indices, clipped_lengths, collate
 from textclf_cli.data.prepared import EncodedSplit
 from textclf_cli.errors import RunError
-from textclf_cli.inference import model_logits
-from textclf_cli.metrics import classification_metrics, is_better, multilabel_metrics
+from textclf_cli.metrics import is_better
+from textclf_cli.validation import member_snapshots, validate
 
 if TYPE_CHECKING:
     from textclf_cli.distributed import Processes
@@ -49,6 +49,7 @@ class LoopSettings:
     labels: list[str]
     task: str = "multiclass"  # or multilabel: sigmoid outputs, decided by thresholds
     threshold: float | str = 0.5  # multilabel: one threshold for every label, or "per_label" (tuned each epoch)
+    members_stop_apart: bool = True  # an ensemble's members stop one by one (validation.py); off under DDP
 
 
 @dataclass
@@ -61,6 +62,8 @@ class TrainState:
     epochs_without_improvement: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
     thresholds: list[float] | None = None  # multilabel: the last epoch's decision threshold per label
+    member_best: list[dict[str, float] | None] | None = None  # ensemble: each member's best metric and loss
+    members_stopped: list[bool] | None = None  # ensemble: the members whose training has ended
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -82,6 +85,7 @@ class Trainer:
     stop: SignalGuard
     processes: Processes  # one plain process or this rank of a torchrun launch
     plain_model: nn.Module  # the model without compile/DDP wrappers (what checkpoints save)
+    stopped_member_logits: dict[int, np.ndarray] = field(default_factory=dict)  # ensemble: scored once, then kept
 
 
 class SignalGuard:
@@ -114,14 +118,19 @@ class SignalGuard:
 
 def fit(trainer: Trainer, state: TrainState, on_epoch_end: Callable[[TrainState, bool], None]) -> TrainState:
     """Run epochs state.epoch+1 .. epochs; on_epoch_end(state, improved) saves files after each one."""
-    settings = trainer.settings
+    settings, model = trainer.settings, trainer.plain_model
+    if state.members_stopped is not None:  # a resumed ensemble: members that had stopped stay stopped
+        model.stopped[:] = state.members_stopped
     for epoch in range(state.epoch + 1, settings.epochs + 1):
+        if state.members_stopped is not None and all(state.members_stopped):
+            break
         clock = time.perf_counter()
+        snapshots = member_snapshots(trainer)
         with cuda_oom_hint(trainer, f"training epoch {epoch}", f"train.batch_size (now {settings.batch_size})"):
             train_loss, train_accuracy = train_one_epoch(trainer, epoch)
         with cuda_oom_hint(trainer, f"validation after epoch {epoch}",
                            f"train.eval_batch_size (now {settings.eval_batch_size})"):
-            valid = validate(trainer)
+            valid = validate(trainer, state, snapshots)
         if not math.isfinite(valid["loss"]):  # the last step of the epoch can break the weights after its loss
             raise NonFiniteLoss(f"the validation loss became {valid['loss']} after epoch {epoch}; nothing was saved "
                                 f"from this state: lower train.lr or set train.grad_clip")
@@ -142,11 +151,14 @@ def fit(trainer: Trainer, state: TrainState, on_epoch_end: Callable[[TrainState,
         improved = is_better(settings.monitor, value, state.best_metric)
         if improved:
             state.best_metric, state.best_epoch, state.epochs_without_improvement = value, epoch, 0
+        elif valid.get("member_improved"):  # an ensemble member still learning: not an epoch without improvement
+            state.epochs_without_improvement = 0
         else:
             state.epochs_without_improvement += 1
         extra = f" valid_f1_micro {valid['f1_micro']:.4f}" if "f1_micro" in valid else ""
-        mix = getattr(trainer.plain_model, "mix", None)  # an ensemble's weight on its network, fitted just now
-        extra += f" mix {float(mix):.2f}" if mix is not None else ""
+        if "members" in valid:  # an ensemble: each member's own accuracy, and the weight on the network
+            extra += "".join(f" {name}_acc {accuracy:.4f}" for name, accuracy in valid["members"].items())
+            extra += f" mix {float(model.mix):.2f}"
         log.info(
             f"epoch {epoch}/{settings.epochs} train_loss {train_loss:.4f} train_acc {train_accuracy:.4f} "
             f"valid_loss {valid['loss']:.4f} valid_acc {valid['accuracy']:.4f} valid_f1 {valid['f1_macro']:.4f}"
@@ -155,6 +167,9 @@ def fit(trainer: Trainer, state: TrainState, on_epoch_end: Callable[[TrainState,
         on_epoch_end(state, improved)
         if settings.patience and state.epochs_without_improvement >= settings.patience:
             log.info(f"early stopping: {settings.monitor} has not improved for {settings.patience} epoch(s)")
+            break
+        if state.members_stopped is not None and all(state.members_stopped):
+            log.info("early stopping: every ensemble member has stopped improving")
             break
     return state
 
@@ -250,52 +265,3 @@ def training_step(
     if trainer.scheduler is not None:
         trainer.scheduler.step()
     return loss, logits
-
-
-def validate(trainer: Trainer) -> dict[str, Any]:
-    """Loss, accuracy and macro F1 (multilabel: also micro F1 and the thresholds) over the whole validation split.
-
-    Under DDP each rank scores its shard and the outputs are gathered, so every rank computes the same numbers
-    from the same array and takes the same early-stopping decision.
-    """
-    settings, processes = trainer.settings, trainer.processes
-    split = processes.shard_split(trainer.valid_split)
-    model = trainer.plain_model
-    logits = fitted_ensemble_logits(trainer, split) if hasattr(model, "fit_mix") else gathered_logits(trainer, model, split)
-    targets = trainer.valid_split.targets
-    if settings.task == "multilabel":
-        return validate_multilabel(logits, targets, settings)
-    outputs = torch.log_softmax(torch.from_numpy(logits), dim=1).numpy()
-    metrics = classification_metrics(targets, outputs.argmax(1), settings.labels)
-    loss = float(-outputs[np.arange(len(targets)), targets].mean())
-    return {"loss": loss, "accuracy": metrics["accuracy"], "f1_macro": metrics["f1_macro"]}
-
-
-def gathered_logits(trainer: Trainer, model: nn.Module, split: EncodedSplit) -> np.ndarray:
-    """(N, C) raw outputs of `model` over the whole validation split: this rank scores its shard, all gather."""
-    settings = trainer.settings
-    logits = model_logits(model, split, settings.max_length, settings.truncate, settings.eval_batch_size,
-                          trainer.device, trainer.amp.dtype if trainer.amp.enabled else None)
-    # an empty shard comes back (0, 0); the gather needs (0, C)
-    return trainer.processes.gather_rows(logits.reshape(len(split), len(settings.labels)), len(trainer.valid_split))
-
-
-def fitted_ensemble_logits(trainer: Trainer, split: EncodedSplit) -> np.ndarray:
-    """Refit the ensemble's mix on validation (accuracy, then loss; multi-label: loss) and return its (N, C)
-    validation logits; all ranks fit on the same gathered member logits, so all take the same mix."""
-    model, device = trainer.plain_model, trainer.device
-    network, ngram = (torch.from_numpy(gathered_logits(trainer, member, split)).to(device) for member in model.members)
-    targets = torch.as_tensor(np.array(trainer.valid_split.targets), device=device)
-    mix = model.fit_mix([network, ngram], targets, trainer.loss_fn, by_accuracy=trainer.settings.task != "multilabel")
-    return (mix * network + (1 - mix) * ngram).cpu().numpy()
-
-
-def validate_multilabel(logits: np.ndarray, targets: np.ndarray, settings: LoopSettings) -> dict[str, Any]:
-    """BCE loss, subset accuracy, macro and micro F1 at this epoch's thresholds (tuned here when per_label)."""
-    from textclf_cli.multilabel import bce_loss, decide, sigmoid, thresholds_for
-
-    probabilities = sigmoid(logits)
-    thresholds = thresholds_for(settings.threshold, probabilities, targets)
-    metrics = multilabel_metrics(targets, decide(probabilities, thresholds), settings.labels)
-    return {"loss": bce_loss(logits, targets), "accuracy": metrics["subset_accuracy"], "f1_macro": metrics["f1_macro"],
-            "f1_micro": metrics["f1_micro"], "thresholds": thresholds.tolist()}

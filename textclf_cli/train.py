@@ -220,7 +220,7 @@ def build_trainer(config: Config, data: PreparedData, amp: Any, resume_dir: Path
         max_length=config.vocab.max_length, truncate=config.vocab.truncate, min_width=min_width(model),
         seed=config.seed, chunk_batches=config.train.bucket_chunk, grad_clip=config.train.grad_clip,
         monitor=config.train.monitor, patience=config.train.early_stopping_patience, labels=data.labels,
-        task=config.task, threshold=config.train.threshold,
+        task=config.task, threshold=config.train.threshold, members_stop_apart=processes.world_size == 1,
     )
     trainer = Trainer(loop_model, optimizer, scheduler, loss_fn, device, amp, data.splits["train"],
                       data.splits["valid"], settings, SignalGuard(), processes, plain_model=model)

@@ -182,7 +182,7 @@ def test_nan_validation_loss_stops_too(tmp_path, monkeypatch):
     from textclf_cli import loop
 
     real_validate = loop.validate
-    monkeypatch.setattr(loop, "validate", lambda trainer: {**real_validate(trainer), "loss": float("inf")})
+    monkeypatch.setattr(loop, "validate", lambda trainer, *rest: {**real_validate(trainer, *rest), "loss": float("inf")})
     result = run_cli("train", str(tiny_config(tmp_path)))
     assert result.exit_code == 4
     assert "error: the validation loss became inf after epoch 1" in result.stderr

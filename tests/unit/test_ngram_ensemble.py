@@ -117,3 +117,18 @@ def test_fit_mix_prefers_accuracy_over_the_loss_of_an_overconfident_member() -> 
     mixed = by_accuracy * network + (1 - by_accuracy) * ngram
     assert (mixed.argmax(1) == targets).sum() == 7
     assert by_loss != by_accuracy
+
+
+def test_a_stopped_member_is_left_out_of_training_but_not_of_predictions() -> None:
+    ensemble = build_model("cnn", 30, 2, {"embedding_dim": 4, "num_filters": 3, "filter_sizes": [2],
+                                          "ensemble": {"type": "ngram", "buckets": 50}})
+    token_ids, lengths = batch([[3, 4, 5], [6, 7]])
+    ensemble.stopped[0] = True
+    ensemble.train()
+    (ngram,) = ensemble(token_ids, lengths)
+    torch.testing.assert_close(ngram, ensemble.ngram(token_ids, lengths))
+    ensemble.eval()
+    ensemble.mix.fill_(0.5)
+    with torch.no_grad():
+        expected = 0.5 * ensemble.network(token_ids, lengths) + 0.5 * ensemble.ngram(token_ids, lengths)
+        torch.testing.assert_close(ensemble(token_ids, lengths), expected)

@@ -25,15 +25,21 @@ class Ensemble(nn.Module):
         self.ngram = ngram
         self.min_width = max(getattr(network, "min_width", 1), getattr(ngram, "min_width", 1))
         self.register_buffer("mix", torch.tensor(0.5))
+        self.stopped = [False, False]  # members whose training has ended (the loop decides, validation.py)
 
     @property
     def members(self) -> list[nn.Module]:
         return [self.network, self.ngram]
 
+    @property
+    def member_names(self) -> list[str]:
+        return ["network", "ngram"]
+
     def forward(self, token_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        if self.training:  # (B, C) for each member still training; the loop sums one loss per member
+            return tuple(member(token_ids, lengths) for member, stopped in zip(self.members, self.stopped)
+                         if not stopped)
         network, ngram = self.network(token_ids, lengths), self.ngram(token_ids, lengths)
-        if self.training:  # (B, C) each; the loop sums one loss per member
-            return network, ngram
         return self.mix * network.float() + (1 - self.mix) * ngram.float()
 
     @torch.no_grad()

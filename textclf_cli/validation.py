@@ -1,0 +1,139 @@
+"""Scoring the validation split after each epoch; for an ensemble also its members, which stop one by one.
+
+An ensemble member keeps training while its own validation score improves (the monitored metric rises or its
+loss falls). The first epoch it does neither, it goes back to its weights of the epoch before and trains no
+more: on IMDb the CNN peaks after 1-2 epochs while the n-gram model is still converging at 4-5, so one shared
+stopping point cost one of them its best epoch, and a stopped network no longer costs the epochs the n-gram
+model still needs. Under DDP members train to the end together (a member that skips its forward would leave
+DDP waiting for its gradients).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from textclf_cli.console import log
+from textclf_cli.data.prepared import EncodedSplit
+from textclf_cli.inference import model_logits
+from textclf_cli.metrics import classification_metrics, is_better, multilabel_metrics
+
+if TYPE_CHECKING:
+    from textclf_cli.loop import LoopSettings, Trainer, TrainState
+
+Snapshot = dict[str, torch.Tensor]
+
+
+def validate(trainer: Trainer, state: TrainState, snapshots: dict[int, Snapshot] | None = None) -> dict[str, Any]:
+    """Loss, accuracy and macro F1 (multilabel: also micro F1 and the thresholds) over the whole validation split;
+    for an ensemble also each member's, with `members` naming them (see member_snapshots for `snapshots`).
+
+    Under DDP each rank scores its shard and the outputs are gathered, so every rank computes the same numbers
+    from the same array and takes the same early-stopping decision.
+    """
+    model = trainer.plain_model
+    if not hasattr(model, "fit_mix"):
+        return logit_metrics(gathered_logits(trainer, model, validation_shard(trainer)), trainer)
+    return ensemble_metrics(trainer, state, snapshots or {})
+
+
+def validation_shard(trainer: Trainer) -> EncodedSplit:
+    return trainer.processes.shard_split(trainer.valid_split)
+
+
+def logit_metrics(logits: np.ndarray, trainer: Trainer) -> dict[str, Any]:
+    settings, targets = trainer.settings, np.asarray(trainer.valid_split.targets)
+    if settings.task == "multilabel":
+        return multilabel_logit_metrics(logits, targets, settings)
+    outputs = torch.log_softmax(torch.from_numpy(logits), dim=1).numpy()
+    metrics = classification_metrics(targets, outputs.argmax(1), settings.labels)
+    loss = float(-outputs[np.arange(len(targets)), targets].mean())
+    return {"loss": loss, "accuracy": metrics["accuracy"], "f1_macro": metrics["f1_macro"]}
+
+
+def multilabel_logit_metrics(logits: np.ndarray, targets: np.ndarray, settings: LoopSettings) -> dict[str, Any]:
+    """BCE loss, subset accuracy, macro and micro F1 at this epoch's thresholds (tuned here when per_label)."""
+    from textclf_cli.multilabel import bce_loss, decide, sigmoid, thresholds_for
+
+    probabilities = sigmoid(logits)
+    thresholds = thresholds_for(settings.threshold, probabilities, targets)
+    metrics = multilabel_metrics(targets, decide(probabilities, thresholds), settings.labels)
+    return {"loss": bce_loss(logits, targets), "accuracy": metrics["subset_accuracy"], "f1_macro": metrics["f1_macro"],
+            "f1_micro": metrics["f1_micro"], "thresholds": thresholds.tolist()}
+
+
+def gathered_logits(trainer: Trainer, model: nn.Module, split: EncodedSplit) -> np.ndarray:
+    """(N, C) raw outputs of `model` over the whole validation split: this rank scores its shard, all gather."""
+    settings = trainer.settings
+    logits = model_logits(model, split, settings.max_length, settings.truncate, settings.eval_batch_size,
+                          trainer.device, trainer.amp.dtype if trainer.amp.enabled else None)
+    # an empty shard comes back (0, 0); the gather needs (0, C)
+    return trainer.processes.gather_rows(logits.reshape(len(split), len(settings.labels)), len(trainer.valid_split))
+
+
+def member_snapshots(trainer: Trainer) -> dict[int, Snapshot]:
+    """Copies of the weights of the ensemble members still training, taken before an epoch: what a member goes
+    back to when that epoch does not improve it. Empty for a single model or when members stop together."""
+    model = trainer.plain_model
+    if not (hasattr(model, "fit_mix") and trainer.settings.members_stop_apart):
+        return {}
+    return {index: {name: tensor.detach().clone() for name, tensor in member.state_dict().items()}
+            for index, member in enumerate(model.members) if not model.stopped[index]}
+
+
+def ensemble_metrics(trainer: Trainer, state: TrainState, snapshots: dict[int, Snapshot]) -> dict[str, Any]:
+    """Score each member, stop the members that did not improve (restoring their snapshot), refit the mix on
+    validation (accuracy, then loss; multi-label: loss) and score the mixed logits. All ranks fit on the same
+    gathered member logits, so all take the same mix."""
+    model, settings, device = trainer.plain_model, trainer.settings, trainer.device
+    split = validation_shard(trainer)
+    member_logits, member_scores, any_improved = [], [], False
+    for index, member in enumerate(model.members):
+        logits = trainer.stopped_member_logits.get(index)
+        if logits is None:
+            logits = gathered_logits(trainer, member, split)
+        scores = logit_metrics(logits, trainer)
+        if index in snapshots and not improved(scores, state.member_best[index] if state.member_best else None,
+                                               settings.monitor):
+            member.load_state_dict(snapshots[index])
+            model.stopped[index] = True
+            log.info(f"ensemble member {model.member_names[index]} stopped improving: back to its weights of "
+                     f"epoch {state.epoch}, trained no further")
+            logits = gathered_logits(trainer, member, split)
+            scores = logit_metrics(logits, trainer)
+        elif index in snapshots:
+            state.member_best = state.member_best or [None] * len(model.members)
+            state.member_best[index] = best_of(scores, state.member_best[index], settings.monitor)
+            any_improved = True
+        if model.stopped[index]:  # its weights no longer change: score it once
+            trainer.stopped_member_logits[index] = logits
+        member_logits.append(logits)
+        member_scores.append(scores)
+    state.members_stopped = list(model.stopped)
+    network, ngram = (torch.from_numpy(logits).to(device) for logits in member_logits)
+    targets = torch.as_tensor(np.array(trainer.valid_split.targets), device=device)
+    mix = model.fit_mix([network, ngram], targets, trainer.loss_fn, by_accuracy=settings.task != "multilabel")
+    metrics = logit_metrics((mix * network + (1 - mix) * ngram).cpu().numpy(), trainer)
+    metrics["members"] = {name: scores["accuracy"] for name, scores in zip(model.member_names, member_scores)}
+    metrics["member_improved"] = any_improved  # the ensemble is still learning, whatever its own metric says
+    return metrics
+
+
+def improved(scores: dict[str, Any], best: dict[str, float] | None, monitor: str) -> bool:
+    """A member improves while its monitored metric rises or its loss falls (either is enough: on a few hundred
+    validation texts accuracy moves by single texts while the loss still says the member is learning)."""
+    if best is None:
+        return True
+    metric = scores["loss"] if monitor == "valid_loss" else scores[monitor.removeprefix("valid_")]
+    return is_better(monitor, metric, best["metric"]) or scores["loss"] < best["loss"]
+
+
+def best_of(scores: dict[str, Any], best: dict[str, float] | None, monitor: str) -> dict[str, float]:
+    metric = scores["loss"] if monitor == "valid_loss" else scores[monitor.removeprefix("valid_")]
+    if best is None:
+        return {"metric": metric, "loss": scores["loss"]}
+    return {"metric": metric if is_better(monitor, metric, best["metric"]) else best["metric"],
+            "loss": min(scores["loss"], best["loss"])}
