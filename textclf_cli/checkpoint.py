@@ -108,6 +108,9 @@ def last_checkpoint(trainer: Trainer, state: TrainState, meta: CheckpointMeta) -
         "scaler": trainer.amp.scaler.state_dict(),
         "torch_rng": torch.get_rng_state(),
         "state": state.to_dict(),
+        # ensemble members that have not improved lately: their best weights differ from the current ones
+        "member_best_weights": {str(index): weights for index, weights in trainer.member_best_weights.items()
+                                if (state.member_epochs_without_improvement or [0] * (index + 1))[index] > 0},
     }
     metrics = state.history[-1] if state.history else {}
     return new_checkpoint(trainer.plain_model, meta, epoch=state.epoch, metrics=metrics, training=training,
@@ -130,7 +133,13 @@ def restore_training_state(trainer: Trainer, run_dir: Path) -> TrainState:
     if training.get("scaler"):
         trainer.amp.scaler.load_state_dict(training["scaler"])
     torch.set_rng_state(training["torch_rng"])
-    return TrainState(**training["state"])
+    state = TrainState(**training["state"])
+    saved = training.get("member_best_weights") or {}
+    for index, member in enumerate(getattr(trainer.plain_model, "members", [])):
+        if not (state.members_stopped or [False] * (index + 1))[index]:  # else its best weights are its current ones
+            trainer.member_best_weights[index] = saved.get(str(index)) or {
+                name: tensor.detach().clone() for name, tensor in member.state_dict().items()}
+    return state
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

@@ -257,7 +257,8 @@ def evaluate(
 @app.command()
 @handled
 def predict(
-    target: Annotated[str, typer.Argument(help="Config (.yaml: its latest run), run folder or checkpoint .pt.")],
+    target: Annotated[str, typer.Argument(help="Config (.yaml: its latest run), run folder, checkpoint .pt, or a "
+                                          "model from `textclf export --format onnx` (.onnx or its sidecar .json).")],
     texts: Annotated[list[str] | None, typer.Argument(help='Texts to classify ("-" reads stdin).')] = None,
     input_file: Annotated[
         Path | None, typer.Option("--input", "-i", help="txt (one text per line), CSV/TSV/JSONL, or - for stdin.")
@@ -272,17 +273,21 @@ def predict(
     batch_size: BatchSizeOption = 128,
     quiet: QuietOption = False,
 ) -> None:
-    """Label texts with a trained model; the checkpoint alone is enough."""
+    """Label texts with a trained model; the checkpoint alone, or its ONNX export (no torch import), is enough."""
     console.setup_logging(quiet)
     check_predict_options(output_format, output, input_file, texts or [])
+    from textclf_cli import onnx_predict
     from textclf_cli import predict as predicting
-    from textclf_cli.checkpoint import load_model
-    from textclf_cli.device import resolve_device
 
+    onnx = onnx_predict.is_onnx_target(target)
+    if onnx:  # fp32 on the CPU, settings from the sidecar: refuse what does not apply before reading any input
+        onnx_predict.check_onnx_options(device, precision.value, overrides)
     stream = predicting.iter_texts(texts or [], input_file, text_column)
-    checkpoint, _ = _resolve_target(target, overrides)
-    loaded = load_model(checkpoint, resolve_device(device))
-    chunks = predicting.predict_stream(loaded, stream, batch_size=batch_size, precision=precision.value)
+    if onnx:
+        scorer = onnx_predict.onnx_scorer(Path(target))
+    else:
+        scorer = _checkpoint_scorer(target, overrides, device, precision.value)
+    chunks = predicting.predict_stream(scorer, stream, batch_size=batch_size)
     if output_format is OutputFormat.table:
         for chunk in chunks:
             predicting.show_table(predicting.rows(chunk, top_k))
@@ -302,6 +307,16 @@ def predict(
 
     write_atomic(output, write)
     console.result(f"{written[0]} prediction(s) written to {output}")
+
+
+def _checkpoint_scorer(target: str, overrides: list[str] | None, device: str, precision: str):
+    """The scorer of TARGET's checkpoint; torch is imported here, never on the ONNX path."""
+    from textclf_cli.checkpoint import load_model
+    from textclf_cli.device import resolve_device
+    from textclf_cli.predict import checkpoint_scorer
+
+    checkpoint, _ = _resolve_target(target, overrides)
+    return checkpoint_scorer(load_model(checkpoint, resolve_device(device)), precision)
 
 
 def check_predict_options(output_format: OutputFormat, output: Path | None, input_file: Path | None,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import importlib.util
 import io
-import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,9 +30,8 @@ from textclf_cli.data.vocab import PAD_ID, UNK_ID
 from textclf_cli.errors import ConfigError, RunError
 from textclf_cli.models import min_width
 from textclf_cli.runs import now_iso
+from textclf_cli.sidecar import EXTRAS_HINT, SIDECAR_FORMAT, SIDECAR_VERSION, sidecar_path
 
-SIDECAR_FORMAT = "textclf-export"
-SIDECAR_VERSION = 1
 ONNX_OPSET = 17
 PARITY_TOLERANCE = 1e-4
 # Zeros the exported graph appends to every batch. Models ignore positions >= lengths, so extra padding never
@@ -41,7 +39,6 @@ PARITY_TOLERANCE = 1e-4
 # shape-dependent branches in forward take the same path for every input and the traced graph holds for all.
 EXTRA_PADDING = 8
 PARITY_LENGTHS = (1, 2, 3, 7, 31, 64)  # the self-check after export: shorter and longer than every filter
-EXTRAS_HINT = "pip install 'textclf-cli[export]' (from a checkout: pip install -e '.[export]')"
 
 
 @dataclass
@@ -105,11 +102,6 @@ def default_output(checkpoint: Path, run_dir: Path | None, export_format: str) -
     base = run_dir if run_dir is not None else checkpoint.parent
     name = files.EXPORT_ONNX if export_format == "onnx" else files.EXPORT_TORCHSCRIPT
     return base / files.EXPORT_DIR / name
-
-
-def sidecar_path(model_file: Path) -> Path:
-    """model.onnx -> model.onnx.json: the sidecar sits beside its model and names it."""
-    return model_file.with_name(f"{model_file.name}.json")
 
 
 def export_model(checkpoint: Path, export_format: str, output: Path) -> ExportResult:
@@ -228,6 +220,7 @@ def sidecar_content(loaded: LoadedModel, export_format: str, model_file: Path) -
         "task": task_of(loaded),
         "labels": loaded.labels,
         "thresholds": checkpoint.get("thresholds"),
+        "label_separator": loaded.label_separator,
         "inputs": {
             "token_ids": {"dtype": "int64", "shape": ["batch", "sequence"],
                           "meaning": f"vocabulary ids of the tokens, padded with {PAD_ID} after each text"},
@@ -282,7 +275,3 @@ def preprocessing_steps(tokenizer: dict[str, Any]) -> list[str]:
     steps.append("map each token to its index in vocab (unknown tokens to unk_id)")
     steps.append("truncate to max_length tokens as `truncate` says")
     return steps
-
-
-def read_sidecar(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text(encoding="utf-8"))

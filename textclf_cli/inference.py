@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from typing import TypeVar
-
 import numpy as np
 import torch
 from torch import nn
 
+from textclf_cli.data.encoding import encode_stream, encode_texts  # noqa: F401 (evaluate and bench import them here)
 from textclf_cli.data.loader import batch_indices, clipped_lengths, collate
 from textclf_cli.data.prepared import EncodedSplit
-from textclf_cli.data.text import ChunkTokenizer, TokenizerSettings, encode_chunk, tokenize_and_encode
-from textclf_cli.data.vocab import token_index
 from textclf_cli.models import min_width
 
 
@@ -57,29 +53,3 @@ def model_logits(
     for indices, values in outputs:
         result[indices] = values.numpy()
     return result
-
-
-def encode_texts(texts: list[str], tokenizer: TokenizerSettings, vocab: list[str],
-                 targets: np.ndarray | None = None) -> EncodedSplit:
-    """Raw texts -> an EncodedSplit, through the same tokenizer and vocabulary a model was trained with."""
-    ids, offsets = tokenize_and_encode(texts, tokenizer, token_index(vocab))
-    if targets is None:
-        targets = np.zeros(len(texts), dtype=np.int64)
-    return EncodedSplit(ids, offsets, targets)
-
-
-Chunk = TypeVar("Chunk")
-
-
-def encode_stream(chunks: Iterable[Chunk], tokenizer: TokenizerSettings, vocab: list[str]
-                  ) -> Iterator[tuple[Chunk, EncodedSplit]]:
-    """(chunk, its EncodedSplit) for each chunk of texts (a list, or anything with a `texts` list), in order.
-
-    Worker processes tokenize the next chunks while the caller runs the model on this one; only a few chunks
-    are held at a time, so a file of any length streams through in bounded memory.
-    """
-    with ChunkTokenizer(tokenizer, token_index(vocab)) as pool:
-        for chunk, (ids, lengths) in pool.map(encode_chunk, chunks):
-            offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
-            np.cumsum(lengths, out=offsets[1:])
-            yield chunk, EncodedSplit(ids, offsets, np.zeros(len(lengths), dtype=np.int64))

@@ -19,7 +19,7 @@ from textclf_cli.data.loader import batch_indices, clipped_lengths, collate
 from textclf_cli.data.prepared import EncodedSplit
 from textclf_cli.errors import RunError
 from textclf_cli.metrics import is_better
-from textclf_cli.validation import member_snapshots, validate
+from textclf_cli.validation import validate
 
 if TYPE_CHECKING:
     from textclf_cli.distributed import Processes
@@ -63,6 +63,8 @@ class TrainState:
     history: list[dict[str, float]] = field(default_factory=list)
     thresholds: list[float] | None = None  # multilabel: the last epoch's decision threshold per label
     member_best: list[dict[str, float] | None] | None = None  # ensemble: each member's best metric and loss
+    member_best_epoch: list[int] | None = None
+    member_epochs_without_improvement: list[int] | None = None
     members_stopped: list[bool] | None = None  # ensemble: the members whose training has ended
 
     def to_dict(self) -> dict[str, Any]:
@@ -86,6 +88,7 @@ class Trainer:
     processes: Processes  # one plain process or this rank of a torchrun launch
     plain_model: nn.Module  # the model without compile/DDP wrappers (what checkpoints save)
     stopped_member_logits: dict[int, np.ndarray] = field(default_factory=dict)  # ensemble: scored once, then kept
+    member_best_weights: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)  # ensemble, while training
 
 
 class SignalGuard:
@@ -125,12 +128,11 @@ def fit(trainer: Trainer, state: TrainState, on_epoch_end: Callable[[TrainState,
         if state.members_stopped is not None and all(state.members_stopped):
             break
         clock = time.perf_counter()
-        snapshots = member_snapshots(trainer)
         with cuda_oom_hint(trainer, f"training epoch {epoch}", f"train.batch_size (now {settings.batch_size})"):
             train_loss, train_accuracy = train_one_epoch(trainer, epoch)
         with cuda_oom_hint(trainer, f"validation after epoch {epoch}",
                            f"train.eval_batch_size (now {settings.eval_batch_size})"):
-            valid = validate(trainer, state, snapshots)
+            valid = validate(trainer, state)
         if not math.isfinite(valid["loss"]):  # the last step of the epoch can break the weights after its loss
             raise NonFiniteLoss(f"the validation loss became {valid['loss']} after epoch {epoch}; nothing was saved "
                                 f"from this state: lower train.lr or set train.grad_clip")
@@ -165,11 +167,11 @@ def fit(trainer: Trainer, state: TrainState, on_epoch_end: Callable[[TrainState,
             f"{extra} ({row['seconds']:.1f}s{', best' if improved else ''})"
         )
         on_epoch_end(state, improved)
-        if settings.patience and state.epochs_without_improvement >= settings.patience:
-            log.info(f"early stopping: {settings.monitor} has not improved for {settings.patience} epoch(s)")
-            break
         if state.members_stopped is not None and all(state.members_stopped):
             log.info("early stopping: every ensemble member has stopped improving")
+            break
+        if settings.patience and state.epochs_without_improvement >= settings.patience:
+            log.info(f"early stopping: {settings.monitor} has not improved for {settings.patience} epoch(s)")
             break
     return state
 

@@ -1,4 +1,5 @@
-"""The predict stage: a checkpoint alone + texts -> labels with probabilities as a table, JSON lines or CSV."""
+"""The predict stage: a checkpoint alone (or an exported ONNX model, see onnx_predict.py) + texts -> labels with
+probabilities as a table, JSON lines or CSV."""
 
 from __future__ import annotations
 
@@ -7,20 +8,22 @@ import io
 import itertools
 import json
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING
 
 import numpy as np
 
-from textclf_cli.checkpoint import LoadedModel, load_model
+from textclf_cli.data.encoding import encode_stream, encode_texts
 from textclf_cli.data.prepared import EncodedSplit
 from textclf_cli.data.sources import iter_texts_file
-from textclf_cli.device import resolve_device
+from textclf_cli.data.text import TokenizerSettings
 from textclf_cli.errors import ConfigError, DataError
-from textclf_cli.inference import encode_stream, encode_texts, log_probabilities, model_logits
-from textclf_cli.precision import inference_dtype
+from textclf_cli.multilabel import sigmoid
+
+if TYPE_CHECKING:  # the checkpoint path alone imports torch, and only when it is taken (an ONNX model never is)
+    from textclf_cli.checkpoint import LoadedModel
 
 PREDICT_CHUNK = 8192  # texts tokenized and predicted at a time when streaming
 
@@ -36,6 +39,25 @@ class Predictions:
     @property
     def multilabel(self) -> bool:
         return self.thresholds is not None
+
+
+# (encoded texts, batch size, whole_input) -> (N, C) probabilities, row i for text i. whole_input: these are all
+# the texts of this predict (it fit in one chunk), which lets the checkpoint scorer keep a few texts in fp32.
+ScoreFunction = Callable[[EncodedSplit, int, bool], np.ndarray]
+
+
+@dataclass
+class Scorer:
+    """A model as predict sees it: how its texts become ids, and ids become probabilities (softmax, or for
+    multilabel each label's own sigmoid). A checkpoint (torch) and an exported ONNX model (onnxruntime) are both
+    one of these, so reading texts, streaming and formatting are shared."""
+
+    tokenizer: TokenizerSettings
+    vocab: list[str]
+    labels: list[str]
+    score: ScoreFunction
+    thresholds: np.ndarray | None = None  # multilabel: (C,)
+    label_separator: str = "|"
 
 
 def gather_texts(texts: list[str], input_file: Path | None, text_column: str) -> list[str]:
@@ -70,6 +92,9 @@ def _not_empty(texts: Iterator[str], error: Exception) -> Iterator[str]:
 
 def predict(checkpoint_path: Path, texts: list[str], device_spec: str = "auto", batch_size: int = 128,
             precision: str = "auto") -> Predictions:
+    from textclf_cli.checkpoint import load_model
+    from textclf_cli.device import resolve_device
+
     loaded = load_model(checkpoint_path, resolve_device(device_spec))
     return predict_with(loaded, texts, batch_size, precision)
 
@@ -79,42 +104,55 @@ def predict(checkpoint_path: Path, texts: list[str], device_spec: str = "auto", 
 BF16_MIN_TEXTS_ON_CPU = 4096
 
 
+def checkpoint_scorer(loaded: LoadedModel, precision: str = "auto") -> Scorer:
+    """The scorer of a loaded checkpoint: its model on its device, in the precision asked for."""
+    from textclf_cli.inference import log_probabilities, model_logits
+    from textclf_cli.precision import inference_dtype
+
+    model, max_length, truncate = loaded.model, loaded.max_length, loaded.truncate
+    device = next(model.parameters()).device
+
+    def score(encoded: EncodedSplit, batch_size: int, whole_input: bool) -> np.ndarray:
+        few = whole_input and len(encoded) < BF16_MIN_TEXTS_ON_CPU and device.type == "cpu"
+        dtype = inference_dtype("fp32" if precision == "auto" and few else precision, device)
+        if loaded.task == "multilabel":
+            return sigmoid(model_logits(model, encoded, max_length, truncate, batch_size, device, dtype))
+        log_probs = log_probabilities(model, encoded, max_length, truncate, batch_size, device, dtype)
+        return np.exp(log_probs.astype(np.float64))
+
+    thresholds = np.array(loaded.thresholds) if loaded.task == "multilabel" else None
+    return Scorer(loaded.tokenizer, loaded.vocab, loaded.labels, score, thresholds, loaded.label_separator)
+
+
 def predict_with(loaded: LoadedModel, texts: list[str], batch_size: int = 128, precision: str = "auto") -> Predictions:
-    encoded = encode_texts(texts, loaded.tokenizer, loaded.vocab)
-    device = next(loaded.model.parameters()).device
-    if precision == "auto" and device.type == "cpu" and len(texts) < BF16_MIN_TEXTS_ON_CPU:
-        precision = "fp32"
-    return _score(loaded, texts, encoded, batch_size, device, inference_dtype(precision, device))
+    return predict_texts(checkpoint_scorer(loaded, precision), texts, batch_size)
 
 
-def _score(loaded: LoadedModel, texts: list[str], encoded: EncodedSplit, batch_size: int, device: Any,
-           dtype: Any) -> Predictions:
-    """Softmax probabilities, or for multilabel each label's own (sigmoid) probability and the thresholds."""
-    if loaded.task == "multilabel":
-        from textclf_cli.multilabel import sigmoid
-
-        logits = model_logits(loaded.model, encoded, loaded.max_length, loaded.truncate, batch_size, device, dtype)
-        return Predictions(texts, loaded.labels, sigmoid(logits), np.array(loaded.thresholds), loaded.label_separator)
-    log_probs = log_probabilities(loaded.model, encoded, loaded.max_length, loaded.truncate, batch_size, device, dtype)
-    return Predictions(texts, loaded.labels, np.exp(log_probs.astype(np.float64)))
+def predict_texts(scorer: Scorer, texts: list[str], batch_size: int = 128) -> Predictions:
+    """Every text at once (the whole input)."""
+    return _predictions(scorer, texts, encode_texts(texts, scorer.tokenizer, scorer.vocab), batch_size, True)
 
 
-def predict_stream(loaded: LoadedModel, texts: Iterable[str], batch_size: int = 128, precision: str = "auto",
+def _predictions(scorer: Scorer, texts: list[str], encoded: EncodedSplit, batch_size: int,
+                 whole_input: bool) -> Predictions:
+    probabilities = scorer.score(encoded, batch_size, whole_input)
+    return Predictions(texts, scorer.labels, probabilities, scorer.thresholds, scorer.label_separator)
+
+
+def predict_stream(scorer: Scorer, texts: Iterable[str], batch_size: int = 128,
                    chunk_size: int | None = None) -> Iterator[Predictions]:
     """Predictions chunk by chunk, in input order: texts of any number in bounded memory."""
-    device = next(loaded.model.parameters()).device
     chunk_size = chunk_size or PREDICT_CHUNK
     chunks = iter(itertools.batched(texts, chunk_size) if hasattr(itertools, "batched") else _batched(texts, chunk_size))
     first, second = next(chunks, None), next(chunks, None)
     if first is None:
         return
     if second is None:  # all in one chunk (a few texts, as a cold single predict): no tokenizer worker processes
-        yield predict_with(loaded, list(first), batch_size, precision)
+        yield predict_texts(scorer, list(first), batch_size)
         return
-    dtype = inference_dtype(precision, device)
     every_chunk = itertools.chain([first, second], chunks)
-    for chunk, encoded in encode_stream((list(chunk) for chunk in every_chunk), loaded.tokenizer, loaded.vocab):
-        yield _score(loaded, chunk, encoded, batch_size, device, dtype)
+    for chunk, encoded in encode_stream((list(chunk) for chunk in every_chunk), scorer.tokenizer, scorer.vocab):
+        yield _predictions(scorer, chunk, encoded, batch_size, False)
 
 
 def _batched(items: Iterable[str], size: int) -> Iterator[list[str]]:  # itertools.batched before python 3.12

@@ -1,8 +1,8 @@
 """Scoring the validation split after each epoch; for an ensemble also its members, which stop one by one.
 
 An ensemble member keeps training while its own validation score improves (the monitored metric rises or its
-loss falls). The first epoch it does neither, it goes back to its weights of the epoch before and trains no
-more: on IMDb the CNN peaks after 1-2 epochs while the n-gram model is still converging at 4-5, so one shared
+loss falls). After train.early_stopping_patience epochs without either, it goes back to its best weights and
+trains no more: on IMDb the CNN peaks after 1-2 epochs while the n-gram model is still converging at 4-5, so one shared
 stopping point cost one of them its best epoch, and a stopped network no longer costs the epochs the n-gram
 model still needs. Under DDP members train to the end together (a member that skips its forward would leave
 DDP waiting for its gradients).
@@ -24,12 +24,9 @@ from textclf_cli.metrics import classification_metrics, is_better, multilabel_me
 if TYPE_CHECKING:
     from textclf_cli.loop import LoopSettings, Trainer, TrainState
 
-Snapshot = dict[str, torch.Tensor]
-
-
-def validate(trainer: Trainer, state: TrainState, snapshots: dict[int, Snapshot] | None = None) -> dict[str, Any]:
+def validate(trainer: Trainer, state: TrainState) -> dict[str, Any]:
     """Loss, accuracy and macro F1 (multilabel: also micro F1 and the thresholds) over the whole validation split;
-    for an ensemble also each member's, with `members` naming them (see member_snapshots for `snapshots`).
+    for an ensemble also each member's accuracy under `members`.
 
     Under DDP each rank scores its shard and the outputs are gathered, so every rank computes the same numbers
     from the same array and takes the same early-stopping decision.
@@ -37,7 +34,7 @@ def validate(trainer: Trainer, state: TrainState, snapshots: dict[int, Snapshot]
     model = trainer.plain_model
     if not hasattr(model, "fit_mix"):
         return logit_metrics(gathered_logits(trainer, model, validation_shard(trainer)), trainer)
-    return ensemble_metrics(trainer, state, snapshots or {})
+    return ensemble_metrics(trainer, state)
 
 
 def validation_shard(trainer: Trainer) -> EncodedSplit:
@@ -74,18 +71,8 @@ def gathered_logits(trainer: Trainer, model: nn.Module, split: EncodedSplit) -> 
     return trainer.processes.gather_rows(logits.reshape(len(split), len(settings.labels)), len(trainer.valid_split))
 
 
-def member_snapshots(trainer: Trainer) -> dict[int, Snapshot]:
-    """Copies of the weights of the ensemble members still training, taken before an epoch: what a member goes
-    back to when that epoch does not improve it. Empty for a single model or when members stop together."""
-    model = trainer.plain_model
-    if not (hasattr(model, "fit_mix") and trainer.settings.members_stop_apart):
-        return {}
-    return {index: {name: tensor.detach().clone() for name, tensor in member.state_dict().items()}
-            for index, member in enumerate(model.members) if not model.stopped[index]}
-
-
-def ensemble_metrics(trainer: Trainer, state: TrainState, snapshots: dict[int, Snapshot]) -> dict[str, Any]:
-    """Score each member, stop the members that did not improve (restoring their snapshot), refit the mix on
+def ensemble_metrics(trainer: Trainer, state: TrainState) -> dict[str, Any]:
+    """Score each member, stop the members out of patience (restoring their best weights), refit the mix on
     validation (accuracy, then loss; multi-label: loss) and score the mixed logits. All ranks fit on the same
     gathered member logits, so all take the same mix."""
     model, settings, device = trainer.plain_model, trainer.settings, trainer.device
@@ -96,18 +83,12 @@ def ensemble_metrics(trainer: Trainer, state: TrainState, snapshots: dict[int, S
         if logits is None:
             logits = gathered_logits(trainer, member, split)
         scores = logit_metrics(logits, trainer)
-        if index in snapshots and not improved(scores, state.member_best[index] if state.member_best else None,
-                                               settings.monitor):
-            member.load_state_dict(snapshots[index])
-            model.stopped[index] = True
-            log.info(f"ensemble member {model.member_names[index]} stopped improving: back to its weights of "
-                     f"epoch {state.epoch}, trained no further")
-            logits = gathered_logits(trainer, member, split)
-            scores = logit_metrics(logits, trainer)
-        elif index in snapshots:
-            state.member_best = state.member_best or [None] * len(model.members)
-            state.member_best[index] = best_of(scores, state.member_best[index], settings.monitor)
-            any_improved = True
+        if not model.stopped[index] and settings.members_stop_apart and settings.patience:
+            if review_member(trainer, state, index, scores):
+                any_improved = True
+            elif model.stopped[index]:  # out of patience just now: score the weights it went back to
+                logits = gathered_logits(trainer, member, split)
+                scores = logit_metrics(logits, trainer)
         if model.stopped[index]:  # its weights no longer change: score it once
             trainer.stopped_member_logits[index] = logits
         member_logits.append(logits)
@@ -120,6 +101,30 @@ def ensemble_metrics(trainer: Trainer, state: TrainState, snapshots: dict[int, S
     metrics["members"] = {name: scores["accuracy"] for name, scores in zip(model.member_names, member_scores)}
     metrics["member_improved"] = any_improved  # the ensemble is still learning, whatever its own metric says
     return metrics
+
+
+def review_member(trainer: Trainer, state: TrainState, index: int, scores: dict[str, Any]) -> bool:
+    """Whether member `index` improved this epoch (then its weights are kept as its best); out of patience
+    (train.early_stopping_patience epochs without improving), it goes back to its best weights and stops."""
+    model, settings, epoch = trainer.plain_model, trainer.settings, state.epoch + 1
+    members = len(model.members)
+    state.member_best = state.member_best or [None] * members
+    state.member_best_epoch = state.member_best_epoch or [0] * members
+    state.member_epochs_without_improvement = state.member_epochs_without_improvement or [0] * members
+    member = model.members[index]
+    if improved(scores, state.member_best[index], settings.monitor):
+        state.member_best[index] = best_of(scores, state.member_best[index], settings.monitor)
+        state.member_best_epoch[index], state.member_epochs_without_improvement[index] = epoch, 0
+        trainer.member_best_weights[index] = {name: tensor.detach().clone()
+                                              for name, tensor in member.state_dict().items()}
+        return True
+    state.member_epochs_without_improvement[index] += 1
+    if state.member_epochs_without_improvement[index] >= settings.patience:
+        member.load_state_dict(trainer.member_best_weights.pop(index))
+        model.stopped[index] = True
+        log.info(f"ensemble member {model.member_names[index]} stopped improving: back to its weights of epoch "
+                 f"{state.member_best_epoch[index]}, trained no further")
+    return False
 
 
 def improved(scores: dict[str, Any], best: dict[str, float] | None, monitor: str) -> bool:

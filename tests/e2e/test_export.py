@@ -23,8 +23,9 @@ TEXTS = [
     "an unknownword in a zzzz",
 ]
 SIDECAR_KEYS = {"format", "version", "model_file", "model_format", "model_type", "task", "labels", "thresholds",
-                "inputs", "outputs", "tokenizer", "preprocessing", "vocab", "pad_id", "unk_id", "max_length",
-                "truncate", "truncation", "empty_text", "source_checkpoint", "epoch", "exported_at", "versions"}
+                "label_separator", "inputs", "outputs", "tokenizer", "preprocessing", "vocab", "pad_id", "unk_id",
+                "max_length", "truncate", "truncation", "empty_text", "source_checkpoint", "epoch", "exported_at",
+                "versions"}
 
 
 @pytest.fixture(scope="module", params=["cnn", "lstm", "bag", "ngram", "cnn+ngram"])

@@ -1,5 +1,5 @@
-"""An ensemble's members stop one by one (validation.py): a member that stops improving goes back to its weights
-of the epoch before and trains no further, the others go on, and a resumed run keeps it stopped."""
+"""An ensemble's members stop one by one (validation.py): a member out of patience goes back to its best weights
+and trains no further, the others go on, and a resumed run keeps it stopped (or keeps counting)."""
 
 from __future__ import annotations
 
@@ -33,7 +33,8 @@ def decide(monkeypatch: pytest.MonkeyPatch, verdicts: list[bool]) -> None:
 
 @pytest.fixture
 def config(tmp_path: Path) -> Path:
-    return tiny_config(tmp_path, train={"epochs": 3})  # a CNN, with the n-gram model beside it by default
+    # a CNN, with the n-gram model beside it by default; members stop after 1 epoch without improvement
+    return tiny_config(tmp_path, train={"epochs": 3, "early_stopping_patience": 1})
 
 
 def test_a_stopped_member_keeps_its_best_weights_while_the_other_trains_on(config: Path, monkeypatch) -> None:
@@ -70,6 +71,26 @@ def test_a_resumed_run_keeps_a_stopped_member_stopped(config: Path, monkeypatch)
     for prefix in ("network.", "ngram."):
         for name, tensor in weights(whole, prefix).items():
             torch.testing.assert_close(weights(resumed, prefix)[name], tensor)
+
+
+def test_patience_two_survives_a_resume_between_the_bad_epochs(config: Path, monkeypatch) -> None:
+    patience = ("--set", "train.early_stopping_patience=2")
+    decide(monkeypatch, [True, True])
+    one_epoch = train(config, "--set", "train.epochs=1", *patience)
+    decide(monkeypatch, [True, True, False, True])
+    first = train(config, "--set", "train.epochs=2", *patience)  # the network is one bad epoch in
+    decide(monkeypatch, [False, True])  # a second bad epoch: back to epoch 1, from the weights saved in last.pt
+    resumed = train(config, "--resume", str(first), *patience)
+    for name, tensor in weights(one_epoch, "network.").items():
+        torch.testing.assert_close(weights(resumed, "network.")[name], tensor)
+    assert "back to its weights of epoch 1" in (resumed / "train.log").read_text(encoding="utf-8")
+
+
+def test_no_patience_no_member_stops(config: Path, monkeypatch) -> None:
+    decide(monkeypatch, [])  # never asked
+    run_dir = train(config, "--set", "train.early_stopping_patience=null")
+    assert len(pd.read_csv(run_dir / "history.csv")) == 3
+    assert "stopped improving" not in (run_dir / "train.log").read_text(encoding="utf-8")
 
 
 def test_improved_while_the_metric_rises_or_the_loss_falls() -> None:

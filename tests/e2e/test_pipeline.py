@@ -437,16 +437,18 @@ def test_same_config_and_seed_train_identically(tmp_path: Path) -> None:
 
 
 def test_auto_precision_keeps_a_few_texts_in_fp32_and_streams_many_in_chunks(trained: Trained, monkeypatch) -> None:
+    from textclf_cli import precision
     from textclf_cli import predict as predicting
     from textclf_cli.checkpoint import load_model
 
     asked: list[str] = []
-    real = predicting.inference_dtype
-    monkeypatch.setattr(predicting, "inference_dtype", lambda precision, device: asked.append(precision)
-                        or real(precision, device))
+    real = precision.inference_dtype
+    monkeypatch.setattr(precision, "inference_dtype", lambda requested, device: asked.append(requested)
+                        or real(requested, device))
     loaded = load_model(trained.run_dir / "checkpoints" / "best.pt", torch.device("cpu"))
-    few = list(predicting.predict_stream(loaded, ["great film", "awful"], precision="auto"))
+    scorer = predicting.checkpoint_scorer(loaded, "auto")
+    few = list(predicting.predict_stream(scorer, ["great film", "awful"]))
     assert [len(chunk.texts) for chunk in few] == [2] and asked == ["fp32"]  # bf16 kernel set-up would not pay
     asked.clear()
-    many = list(predicting.predict_stream(loaded, (f"text {i}" for i in range(7)), precision="auto", chunk_size=3))
-    assert [len(chunk.texts) for chunk in many] == [3, 3, 1] and asked == ["auto"]
+    many = list(predicting.predict_stream(scorer, (f"text {i}" for i in range(7)), chunk_size=3))
+    assert [len(chunk.texts) for chunk in many] == [3, 3, 1] and asked == ["auto"] * 3  # even the short last one

@@ -1,14 +1,12 @@
-"""export.py pieces: the ONNX-friendly EmbeddingBag and the sidecar's file name."""
+"""export.py pieces: the ONNX-friendly EmbeddingBag."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
-from textclf_cli.export import DenseEmbeddingBag, sidecar_path
+from textclf_cli.export import DenseEmbeddingBag
 
 
 @pytest.mark.parametrize("mode", ["mean", "sum", "max"])
@@ -18,7 +16,3 @@ def test_dense_embedding_bag_equals_embedding_bag(mode: str) -> None:
     ids = torch.tensor([[3, 4, 0, 0], [0, 0, 0, 0], [7, 7, 7, 9], [1, 0, 2, 0]])  # row 1: padding only
     torch.testing.assert_close(DenseEmbeddingBag(bag)(ids), bag(ids), rtol=0, atol=1e-6)
 
-
-def test_sidecar_sits_beside_its_model() -> None:
-    assert sidecar_path(Path("out/model.onnx")) == Path("out/model.onnx.json")
-    assert sidecar_path(Path("model.torchscript.pt")) == Path("model.torchscript.pt.json")
