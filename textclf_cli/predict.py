@@ -60,11 +60,6 @@ class Scorer:
     label_separator: str = "|"
 
 
-def gather_texts(texts: list[str], input_file: Path | None, text_column: str) -> list[str]:
-    """All texts at once (small inputs); the CLI streams them with iter_texts."""
-    return list(iter_texts(texts, input_file, text_column))
-
-
 def iter_texts(texts: list[str], input_file: Path | None, text_column: str) -> Iterator[str]:
     """Texts from the arguments, from --input FILE, or from stdin when the only argument is '-', read lazily.
 
