@@ -100,6 +100,27 @@ def cli_rows(checkpoint: Path, texts: list[str]) -> list[str]:
             _, wall, cpu = timed(lambda c=command: subprocess.run(c, env=env, check=True, capture_output=True))
             rows.append(f"| cold single `textclf predict`, --precision {precision} | {wall:.2f} s wall | "
                         f"{cpu:.2f} CPU-s |")
+        rows.extend(onnx_rows(checkpoint, input_file, Path(folder), env, len(texts)))
+    return rows
+
+
+def onnx_rows(checkpoint: Path, input_file: Path, folder: Path, env: dict, count: int) -> list[str]:
+    """The same model exported to ONNX and predicted from there (onnxruntime, no torch import), fp32."""
+    model = folder / "model.onnx"
+    subprocess.run([sys.executable, "-m", "textclf_cli", "export", str(checkpoint), "--format", "onnx", "--output",
+                    str(model), "--quiet"], env=env, check=True, capture_output=True)
+    command = [sys.executable, "-m", "textclf_cli", "predict", str(model), "--input", str(input_file), "--format",
+               "jsonl", "--output", str(folder / "onnx.jsonl"), "--quiet"]
+    _, wall, cpu = timed(lambda: subprocess.run(command, env=env, check=True, capture_output=True))
+    rows = [f"| `textclf predict --input` {count:,} reviews from the ONNX export (fp32) | {count / wall:,.0f} "
+            f"reviews/s wall | {cpu:.1f} CPU-s |"]
+    walls = []
+    for _ in range(3):
+        command = [sys.executable, "-m", "textclf_cli", "predict", str(model), "A wonderful film.", "--format", "jsonl"]
+        _, wall, cpu = timed(lambda c=command: subprocess.run(c, env=env, check=True, capture_output=True))
+        walls.append(wall)
+    rows.append(f"| cold single `textclf predict` from the ONNX export (median of 3) | {np.median(walls):.2f} s wall | "
+                f"runs {', '.join(f'{w:.2f}' for w in walls)} s |")
     return rows
 
 
