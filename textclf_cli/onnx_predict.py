@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from textclf_cli.data.prepared import EncodedSplit
+from textclf_cli.data.prepared import EncodedSplit, truncate_ids
 from textclf_cli.data.text import TokenizerSettings
 from textclf_cli.data.vocab import PAD_ID
 from textclf_cli.errors import ConfigError, RunError
@@ -114,22 +114,9 @@ def padded_batch(split: EncodedSplit, indices: np.ndarray, max_length: int, trun
     """(token_ids (B, T) int64, lengths (B,) int64) as the exported graph takes them: each text truncated as the
     sidecar's `truncation` says, an empty text one PAD_ID of length 1, PAD_ID after each text up to the longest.
     The graph appends its own extra padding, so T need not reach the widest CNN filter."""
-    rows = [truncated(split.ids[split.offsets[i]: split.offsets[i + 1]], max_length, truncate) for i in indices]
+    rows = [truncate_ids(split.ids[split.offsets[i]: split.offsets[i + 1]], max_length, truncate) for i in indices]
     lengths = np.array([max(1, len(row)) for row in rows], dtype=np.int64)
     token_ids = np.full((len(rows), int(lengths.max())), PAD_ID, dtype=np.int64)
     for r, row in enumerate(rows):
         token_ids[r, : len(row)] = row
     return token_ids, lengths
-
-
-def truncated(ids: np.ndarray, max_length: int, how: str) -> np.ndarray:
-    """head keeps the first max_length ids; tail the last; head_tail the first quarter and the last three quarters.
-    The same as data/loader.py truncate_ids, which cannot be imported here without torch (a test keeps them equal)."""
-    if len(ids) <= max_length:
-        return ids
-    if how == "tail":
-        return ids[-max_length:]
-    if how == "head_tail":
-        head = max_length // 4
-        return np.concatenate([ids[:head], ids[len(ids) - (max_length - head):]])
-    return ids[:max_length]

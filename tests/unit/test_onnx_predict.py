@@ -3,24 +3,16 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
-from textclf_cli.data.loader import collate, truncate_ids
+from textclf_cli.data.loader import collate
 from textclf_cli.data.prepared import EncodedSplit
 from textclf_cli.data.vocab import PAD_ID
-from textclf_cli.onnx_predict import is_onnx_target, padded_batch, truncated
+from textclf_cli.onnx_predict import is_onnx_target, padded_batch
 
 
 def test_onnx_targets() -> None:
     assert is_onnx_target("export/model.onnx") and is_onnx_target("model.ONNX") and is_onnx_target("m.onnx.json")
     assert not any(is_onnx_target(target) for target in ("config.yaml", "runs/x/latest", "best.pt", "model.pt"))
-
-
-@pytest.mark.parametrize("how", ["head", "tail", "head_tail"])
-def test_truncation_is_the_loaders(how: str) -> None:
-    for length in (0, 1, 7, 8, 9, 23):
-        ids = np.arange(2, 2 + length, dtype=np.int32)
-        np.testing.assert_array_equal(truncated(ids, 8, how), truncate_ids(ids, 8, how))
 
 
 def test_padded_batch_is_the_loaders_without_its_extra_width() -> None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from textclf_cli.data.prepared import EncodedSplit
+from textclf_cli.data.prepared import EncodedSplit, truncate_ids  # in prepared.py: onnx_predict needs it without torch
 from textclf_cli.data.vocab import PAD_ID
 
 # Batch widths are rounded up to a multiple of this: on CPU every new input shape costs oneDNN a fresh
@@ -75,14 +75,3 @@ def collate(
         torch.from_numpy(padded), torch.from_numpy(lengths), torch.from_numpy(split.targets[indices]), indices
     )
 
-
-def truncate_ids(ids: np.ndarray, max_length: int, how: str) -> np.ndarray:
-    """head keeps the start; tail the end; head_tail the first quarter and the last three quarters."""
-    if len(ids) <= max_length:
-        return ids
-    if how == "tail":
-        return ids[-max_length:]
-    if how == "head_tail":
-        head = max_length // 4
-        return np.concatenate([ids[:head], ids[len(ids) - (max_length - head):]])
-    return ids[:max_length]

@@ -38,6 +38,18 @@ class EncodedSplit:
         return np.diff(self.offsets)
 
 
+def truncate_ids(ids: np.ndarray, max_length: int, how: str) -> np.ndarray:
+    """head keeps the start; tail the end; head_tail the first quarter and the last three quarters."""
+    if len(ids) <= max_length:
+        return ids
+    if how == "tail":
+        return ids[-max_length:]
+    if how == "head_tail":
+        head = max_length // 4
+        return np.concatenate([ids[:head], ids[len(ids) - (max_length - head):]])
+    return ids[:max_length]
+
+
 @dataclass
 class PreparedData:
     root: Path
