@@ -61,7 +61,8 @@ def tokenizer_rows(texts: list[str]) -> list[str]:
 
 def model_rows(checkpoint: Path, texts: list[str], labels: np.ndarray) -> list[str]:
     from textclf_cli.checkpoint import load_model
-    from textclf_cli.inference import encode_texts, log_probabilities
+    from textclf_cli.data.encoding import encode_texts
+    from textclf_cli.inference import log_probabilities
 
     loaded = load_model(checkpoint, torch.device("cpu"))
     split = encode_texts(texts, loaded.tokenizer, loaded.vocab)

@@ -110,11 +110,17 @@ def last_checkpoint(trainer: Trainer, state: TrainState, meta: CheckpointMeta) -
         "state": state.to_dict(),
         # ensemble members that have not improved lately: their best weights differ from the current ones
         "member_best_weights": {str(index): weights for index, weights in trainer.member_best_weights.items()
-                                if (state.member_epochs_without_improvement or [0] * (index + 1))[index] > 0},
+                                if state.member_epochs_without_improvement
+                                and state.member_epochs_without_improvement[index] > 0},
     }
     metrics = state.history[-1] if state.history else {}
     return new_checkpoint(trainer.plain_model, meta, epoch=state.epoch, metrics=metrics, training=training,
                           thresholds=state.thresholds)
+
+
+def weights_copy(module: nn.Module) -> dict[str, torch.Tensor]:
+    """A detached copy of a module's state_dict: weights to go back to while the module trains on."""
+    return {name: tensor.detach().clone() for name, tensor in module.state_dict().items()}
 
 
 def restore_training_state(trainer: Trainer, run_dir: Path) -> TrainState:
@@ -135,10 +141,10 @@ def restore_training_state(trainer: Trainer, run_dir: Path) -> TrainState:
     torch.set_rng_state(training["torch_rng"])
     state = TrainState(**training["state"])
     saved = training.get("member_best_weights") or {}
+    # each ensemble member still training gets its best weights back: saved when they lagged, else its current ones
     for index, member in enumerate(getattr(trainer.plain_model, "members", [])):
-        if not (state.members_stopped or [False] * (index + 1))[index]:  # else its best weights are its current ones
-            trainer.member_best_weights[index] = saved.get(str(index)) or {
-                name: tensor.detach().clone() for name, tensor in member.state_dict().items()}
+        if not (state.members_stopped and state.members_stopped[index]):
+            trainer.member_best_weights[index] = saved.get(str(index)) or weights_copy(member)
     return state
 
 

@@ -13,12 +13,13 @@ from textclf_cli import files
 from textclf_cli.checkpoint import LoadedModel, load_model
 from textclf_cli.config import Config, validate_config
 from textclf_cli.console import log
+from textclf_cli.data.encoding import encode_stream, encode_texts
 from textclf_cli.data.prepared import EncodedSplit, is_prepared, load_prepared
 from textclf_cli.data.sources import LabelledTexts, TableSource, TextChunk, format_of, read_table
 from textclf_cli.data.tables import Where, describe
 from textclf_cli.device import resolve_device
 from textclf_cli.errors import ConfigError, DataError
-from textclf_cli.inference import encode_stream, encode_texts, model_logits
+from textclf_cli.inference import model_logits
 from textclf_cli.metrics import (
     classification_metrics,
     classification_report_text,

@@ -6,7 +6,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from textclf_cli.data.encoding import encode_stream, encode_texts  # noqa: F401 (evaluate and bench import them here)
 from textclf_cli.data.loader import batch_indices, clipped_lengths, collate
 from textclf_cli.data.prepared import EncodedSplit
 from textclf_cli.models import min_width

@@ -125,7 +125,7 @@ def fit(trainer: Trainer, state: TrainState, on_epoch_end: Callable[[TrainState,
     if state.members_stopped is not None:  # a resumed ensemble: members that had stopped stay stopped
         model.stopped[:] = state.members_stopped
     for epoch in range(state.epoch + 1, settings.epochs + 1):
-        if state.members_stopped is not None and all(state.members_stopped):
+        if every_member_stopped(state):  # a resumed run whose members had all stopped: nothing left to train
             break
         clock = time.perf_counter()
         with cuda_oom_hint(trainer, f"training epoch {epoch}", f"train.batch_size (now {settings.batch_size})"):
@@ -167,13 +167,17 @@ def fit(trainer: Trainer, state: TrainState, on_epoch_end: Callable[[TrainState,
             f"{extra} ({row['seconds']:.1f}s{', best' if improved else ''})"
         )
         on_epoch_end(state, improved)
-        if state.members_stopped is not None and all(state.members_stopped):
+        if every_member_stopped(state):
             log.info("early stopping: every ensemble member has stopped improving")
             break
         if settings.patience and state.epochs_without_improvement >= settings.patience:
             log.info(f"early stopping: {settings.monitor} has not improved for {settings.patience} epoch(s)")
             break
     return state
+
+
+def every_member_stopped(state: TrainState) -> bool:
+    return bool(state.members_stopped) and all(state.members_stopped)
 
 
 def train_one_epoch(trainer: Trainer, epoch: int) -> tuple[float, float]:

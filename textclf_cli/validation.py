@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from textclf_cli.checkpoint import weights_copy
 from textclf_cli.console import log
 from textclf_cli.data.prepared import EncodedSplit
 from textclf_cli.inference import model_logits
@@ -23,6 +24,7 @@ from textclf_cli.metrics import classification_metrics, is_better, multilabel_me
 
 if TYPE_CHECKING:
     from textclf_cli.loop import LoopSettings, Trainer, TrainState
+
 
 def validate(trainer: Trainer, state: TrainState) -> dict[str, Any]:
     """Loss, accuracy and macro F1 (multilabel: also micro F1 and the thresholds) over the whole validation split;
@@ -115,8 +117,7 @@ def review_member(trainer: Trainer, state: TrainState, index: int, scores: dict[
     if improved(scores, state.member_best[index], settings.monitor):
         state.member_best[index] = best_of(scores, state.member_best[index], settings.monitor)
         state.member_best_epoch[index], state.member_epochs_without_improvement[index] = epoch, 0
-        trainer.member_best_weights[index] = {name: tensor.detach().clone()
-                                              for name, tensor in member.state_dict().items()}
+        trainer.member_best_weights[index] = weights_copy(member)
         return True
     state.member_epochs_without_improvement[index] += 1
     if state.member_epochs_without_improvement[index] >= settings.patience:
@@ -132,13 +133,17 @@ def improved(scores: dict[str, Any], best: dict[str, float] | None, monitor: str
     validation texts accuracy moves by single texts while the loss still says the member is learning)."""
     if best is None:
         return True
-    metric = scores["loss"] if monitor == "valid_loss" else scores[monitor.removeprefix("valid_")]
-    return is_better(monitor, metric, best["metric"]) or scores["loss"] < best["loss"]
+    return is_better(monitor, monitored(scores, monitor), best["metric"]) or scores["loss"] < best["loss"]
 
 
 def best_of(scores: dict[str, Any], best: dict[str, float] | None, monitor: str) -> dict[str, float]:
-    metric = scores["loss"] if monitor == "valid_loss" else scores[monitor.removeprefix("valid_")]
+    metric = monitored(scores, monitor)
     if best is None:
         return {"metric": metric, "loss": scores["loss"]}
     return {"metric": metric if is_better(monitor, metric, best["metric"]) else best["metric"],
             "loss": min(scores["loss"], best["loss"])}
+
+
+def monitored(scores: dict[str, Any], monitor: str) -> float:
+    """A member's value of train.monitor (valid_accuracy -> scores["accuracy"])."""
+    return scores[monitor.removeprefix("valid_")]
