@@ -142,7 +142,8 @@ def predict_stream(scorer: Scorer, texts: Iterable[str], batch_size: int = 128,
     first, second = next(chunks, None), next(chunks, None)
     if first is None:
         return
-    if second is None:  # all in one chunk (a few texts, as a cold single predict): no tokenizer worker processes
+    if second is None:  # all in one chunk (a cold single predict, say): encoded at once, and for the few texts
+        # of a single predict without tokenizer worker processes (they start from PARALLEL_MIN_TEXTS texts)
         yield predict_texts(scorer, list(first), batch_size)
         return
     every_chunk = itertools.chain([first, second], chunks)
