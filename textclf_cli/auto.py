@@ -17,9 +17,11 @@ from textclf_cli.data.prepared import PreparedData
 LENGTH_QUANTILE = 0.97  # texts longer than this share of the training texts are truncated (head_tail by default)
 MAX_AUTO_LENGTH = 1024  # beyond this a CNN/LSTM pays linearly for tokens that rarely change the label
 # Hash buckets for the n-gram model: a corpus of N tokens has fewer than N distinct n-grams of each order, and
-# those seen in >= min_df texts (the only ones kept) far fewer. 2^21 rows held IMDb's 5M tokens with validation
-# accuracy within 0.1 of a collision-free table; the floor keeps tiny data cheap.
-MIN_AUTO_BUCKETS, MAX_AUTO_BUCKETS = 2**14, 2**21
+# those seen in >= min_df texts (the only ones the model's table keeps) far fewer. IMDb's 6M tokens in 2^23
+# buckets: n-gram model +0.3 validation accuracy over 2^21, where colliding n-grams filled 68% of the buckets.
+# Counting holds buckets x classes counts (float32), hence the cap per class; the floor keeps tiny data cheap.
+MIN_AUTO_BUCKETS, MAX_AUTO_BUCKETS = 2**14, 2**23
+MAX_COUNT_CELLS = 2**26  # 256 MB of class counts: 2^23 buckets up to 8 classes, fewer beyond
 
 
 def resolve_auto(config: Config, data: PreparedData) -> Config:
@@ -32,9 +34,9 @@ def resolve_auto(config: Config, data: PreparedData) -> Config:
                  f"({LENGTH_QUANTILE:.0%} of the training texts are no longer)")
     ngram = ngram_config(resolved)
     if ngram is not None and ngram.buckets == AUTO:
-        ngram.buckets = auto_buckets(lengths, resolved.vocab.max_length)
+        ngram.buckets = auto_buckets(lengths, resolved.vocab.max_length, len(data.labels))
         key = "model.buckets" if resolved.model.type == "ngram" else "model.ensemble.buckets"
-        log.info(f"{key} auto -> {ngram.buckets} hashed n-gram rows")
+        log.info(f"{key} auto -> {ngram.buckets} hash buckets for n-grams")
     return resolved
 
 
@@ -44,10 +46,11 @@ def ngram_config(config: Config):  # noqa: ANN201 - NgramConfig | None, the mode
     return getattr(config.model, "ensemble", None)
 
 
-def auto_buckets(lengths: np.ndarray, max_length: int) -> int:
+def auto_buckets(lengths: np.ndarray, max_length: int, num_classes: int = 2) -> int:
     """The power of two at or above the training token count (after truncation), within the bounds above."""
     tokens = int(np.minimum(lengths, max_length).sum())
-    return int(min(MAX_AUTO_BUCKETS, max(MIN_AUTO_BUCKETS, 1 << max(0, tokens - 1).bit_length())))
+    ceiling = max(MIN_AUTO_BUCKETS, min(MAX_AUTO_BUCKETS, 1 << (MAX_COUNT_CELLS // max(1, num_classes)).bit_length() - 1))
+    return int(min(ceiling, max(MIN_AUTO_BUCKETS, 1 << max(0, tokens - 1).bit_length())))
 
 
 def auto_max_length(lengths: np.ndarray) -> int:

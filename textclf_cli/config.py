@@ -78,7 +78,7 @@ class NgramConfig(Strict):
 
     type: Literal["ngram"] = "ngram"
     ngrams: int = Field(3, ge=1, le=4)
-    # rows for hashed n-grams of order >= 2; auto: about one per training token, 2^14 to 2^21 (textclf_cli/auto.py)
+    # hash space for n-grams of order >= 2; auto: about one bucket per training token, 2^14 to 2^23 (textclf_cli/auto.py)
     buckets: Annotated[int, Field(ge=1)] | Literal["auto"] = AUTO
     min_df: int = Field(2, ge=1)
     alpha: float = Field(1.0, gt=0.0)  # naive-Bayes count smoothing

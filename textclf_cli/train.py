@@ -22,6 +22,8 @@ from textclf_cli.checkpoint import (
     CheckpointMeta,
     checkpoint_meta,
     last_checkpoint,
+    load_checkpoint,
+    load_resumed_weights,
     new_checkpoint,
     restore_training_state,
     save_checkpoint,
@@ -202,8 +204,12 @@ def build_trainer(config: Config, data: PreparedData, amp: Any, resume_dir: Path
     kwargs = model_kwargs(config.model)
     model = build_model(config.model.type, len(data.vocab), len(data.labels), kwargs)
     load_embeddings_if_configured(model, config, data)
-    if resume_dir is None:  # a resumed run gets its counts back with the weights
+    resumed = None
+    if resume_dir is None:
         count_training_ngrams(model, config, data)
+    else:  # weights and counts (they size the n-gram table) go in before DDP and the optimizer see the parameters
+        resumed = load_checkpoint(resume_dir / files.CHECKPOINTS_DIR / files.LAST_CHECKPOINT)
+        load_resumed_weights(model, resumed, resume_dir)
     model.to(device)
     loop_model = processes.wrap(model)
     if config.train.compile:  # after DDP, as PyTorch recommends: compile then sees DDP's gradient buckets
@@ -225,8 +231,8 @@ def build_trainer(config: Config, data: PreparedData, amp: Any, resume_dir: Path
     trainer = Trainer(loop_model, optimizer, scheduler, loss_fn, device, amp, data.splits["train"],
                       data.splits["valid"], settings, SignalGuard(), processes, plain_model=model)
     state = TrainState()
-    if resume_dir is not None:
-        state = restore_training_state(trainer, resume_dir)
+    if resumed is not None:
+        state = restore_training_state(trainer, resumed, resume_dir)
         log.info(f"resuming {resume_dir} after epoch {state.epoch}")
     return trainer, state, checkpoint_meta(config, data, kwargs)
 

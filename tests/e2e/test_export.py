@@ -86,7 +86,7 @@ def test_exported_model_matches_textclf_within_1e_4(trained: Path, fmt: str, tmp
     sidecar = json.loads((output.parent / f"{output.name}.json").read_text(encoding="utf-8"))
     assert set(sidecar) == SIDECAR_KEYS
     checkpoint = torch.load(trained / "checkpoints/best.pt", weights_only=True)
-    assert sidecar["vocab"] == checkpoint["vocab"] and sidecar["labels"] == checkpoint["labels"]
+    assert sidecar["vocab"] == json.loads(checkpoint["vocab"]) and sidecar["labels"] == checkpoint["labels"]
     assert (sidecar["model_file"], sidecar["model_format"], sidecar["task"]) == (output.name, fmt, "multiclass")
     assert (sidecar["max_length"], sidecar["truncate"]) == (50, "head_tail")
 

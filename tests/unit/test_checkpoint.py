@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import pickle
 from pathlib import Path
 
@@ -145,7 +146,7 @@ def test_metadata_is_stored_as_plain_top_level_values(saved: Path) -> None:
     assert checkpoint["tokenizer"] == TokenizerSettings(kind="regexp").to_dict()
     assert {key: checkpoint[key] for key in ("model_type", "vocab", "labels", "max_length", "truncate", "config",
                                               "versions")} == {
-        "model_type": "lstm", "vocab": VOCAB, "labels": ["neg", "pos"], "max_length": 20, "truncate": "tail",
+        "model_type": "lstm", "vocab": json.dumps(VOCAB), "labels": ["neg", "pos"], "max_length": 20, "truncate": "tail",
         "config": {"experiment": "x"}, "versions": {"textclf": "0.1.0", "torch": "2.13.0"}}
     assert CheckpointMeta.from_dict(checkpoint) == info()
 
@@ -153,10 +154,19 @@ def test_metadata_is_stored_as_plain_top_level_values(saved: Path) -> None:
 def test_a_checkpoint_without_truncate_or_versions_still_loads(tmp_path: Path, model: nn.Module) -> None:
     checkpoint = new_checkpoint(model, info())
     del checkpoint["truncate"], checkpoint["versions"]  # written before those keys existed
+    checkpoint["vocab"] = list(VOCAB)  # and before the vocabulary became one JSON string
     path = tmp_path / "old.pt"
     save_checkpoint(path, checkpoint)
     loaded = load_model(path, torch.device("cpu"))
     assert (loaded.truncate, loaded.vocab, loaded.tokenizer) == ("head", VOCAB, TokenizerSettings(kind="regexp"))
+
+
+def test_a_checkpoint_whose_vocab_is_not_json_is_refused(tmp_path: Path, model: nn.Module) -> None:
+    checkpoint = dict(new_checkpoint(model, info()), vocab="[not json")
+    path = tmp_path / "broken.pt"
+    save_checkpoint(path, checkpoint)
+    with pytest.raises(RunError, match=r"checkpoint is incomplete or does not match its model \(vocab is not a JSON"):
+        load_model(path, torch.device("cpu"))
 
 
 def test_a_checkpoint_without_its_vocab_is_incomplete(tmp_path: Path, model: nn.Module) -> None:

@@ -35,11 +35,13 @@ def test_counts_give_naive_bayes_ratios_and_drop_rare_ngrams() -> None:
     texts = [[3, 4], [3, 4], [3, 9], [6, 4], [6, 4], [6, 11]]  # 3 only in class 0, 6 only in class 1
     token_ids, lengths = batch(texts)
     model.fit_counts([(token_ids, lengths, torch.tensor([0, 0, 0, 1, 1, 1]))])
-    assert model.ratios[3, 0] > 0 > model.ratios[3, 1]
-    assert model.ratios[6, 1] > 0 > model.ratios[6, 0]
-    assert abs(float(model.ratios[4, 0])) < 1e-6  # in both classes alike
-    assert model.kept[[3, 4, 6]].tolist() == [True, True, True]
-    assert model.kept[[9, 11, 0]].tolist() == [False, False, False]  # in one text only; padding never
+    ratios = model.ratios[model.table_row.long()]  # per feature
+    assert ratios[3, 0] > 0 > ratios[3, 1]
+    assert ratios[6, 1] > 0 > ratios[6, 0]
+    assert abs(float(ratios[4, 0])) < 1e-6  # in both classes alike
+    assert model.table_row[[3, 4, 6]].tolist() == [1, 2, 3]  # the table holds the kept n-grams only
+    assert model.table_row[[9, 11, 0]].tolist() == [0, 0, 0]  # in one text only; padding never
+    assert model.weight.shape == model.ratios.shape == (4, 2)  # row 0 stands for every dropped feature
     assert int(model.train_size) == 6
     with torch.no_grad():
         model.weight.fill_(1.0)
@@ -52,7 +54,8 @@ def test_counts_accept_multilabel_targets() -> None:
     model = NgramLogReg(vocab_size=20, num_classes=3, ngrams=1, min_df=1)
     token_ids, lengths = batch([[3], [3], [5]])
     model.fit_counts([(token_ids, lengths, torch.tensor([[1, 1, 0], [1, 0, 0], [0, 0, 1]], dtype=torch.uint8))])
-    assert model.ratios[3, 0] > 0 and model.ratios[3, 2] < 0 and model.ratios[5, 2] > 0
+    ratios = model.ratios[model.table_row.long()]
+    assert ratios[3, 0] > 0 and ratios[3, 2] < 0 and ratios[5, 2] > 0
 
 
 def test_param_groups_give_the_ngram_model_its_own_step_and_penalty_per_text() -> None:
@@ -96,6 +99,7 @@ def test_auto_buckets_follow_the_training_tokens_within_bounds() -> None:
     assert auto_buckets(np.full(10_000, 30), max_length=64) == 2**19  # 300k tokens -> the next power of two
     assert auto_buckets(np.full(10_000, 900), max_length=64) == 2**20  # counted after truncation: 640k
     assert auto_buckets(np.full(100_000, 500), max_length=800) == MAX_AUTO_BUCKETS
+    assert auto_buckets(np.full(100_000, 500), max_length=800, num_classes=64) == 2**20  # counts stay <= 256 MB
 
 
 def test_unknown_ensemble_key_names_the_allowed_ones() -> None:
@@ -132,3 +136,19 @@ def test_a_stopped_member_is_left_out_of_training_but_not_of_predictions() -> No
     with torch.no_grad():
         expected = 0.5 * ensemble.network(token_ids, lengths) + 0.5 * ensemble.ngram(token_ids, lengths)
         torch.testing.assert_close(ensemble(token_ids, lengths), expected)
+
+
+def test_a_dense_table_from_an_older_checkpoint_loads_with_the_same_outputs() -> None:
+    model = NgramLogReg(vocab_size=20, num_classes=2, ngrams=2, buckets=31, min_df=1)
+    token_ids, lengths = batch([[3, 4, 5], [6, 4], [3, 9, 9, 4]])
+    model.fit_counts([(token_ids, lengths, torch.tensor([0, 1, 0]))])
+    with torch.no_grad():
+        model.weight.normal_()
+        expected = model(token_ids, lengths)
+    rows = model.table_row.long()  # the old layout: a row per feature and a mask of the kept ones
+    legacy = {"weight": model.weight.detach()[rows] * (rows > 0)[:, None], "bias": model.bias.detach(),
+              "ratios": model.ratios[rows] * (rows > 0)[:, None], "kept": rows > 0, "train_size": model.train_size}
+    fresh = NgramLogReg(vocab_size=20, num_classes=2, ngrams=2, buckets=31, min_df=1)
+    fresh.load_state_dict(legacy)
+    assert torch.equal(fresh.table_row, model.table_row) and fresh.weight.shape == model.weight.shape
+    torch.testing.assert_close(fresh(token_ids, lengths), expected)

@@ -36,12 +36,14 @@ class NgramLogReg(nn.Module):
         self.vocab_size, self.num_classes = vocab_size, num_classes
         self.ngrams, self.buckets, self.min_df, self.alpha = ngrams, buckets, min_df, alpha
         self.lr, self.l2 = lr, l2
-        rows = vocab_size + (buckets if ngrams > 1 else 0)
-        self.weight = nn.Parameter(torch.zeros(rows, num_classes))
+        features = vocab_size + (buckets if ngrams > 1 else 0)  # every vocabulary id, then every hash bucket
+        # each feature's row in the table below, 0 for the features dropped by min_df: the table then holds the
+        # kept n-grams only (IMDb: 1.4M of 8.4M buckets), so a large, nearly collision-free hash space costs
+        # the optimizer and the checkpoint no more than the n-grams the data has. Filled by fit_counts.
+        self.register_buffer("table_row", torch.zeros(features, dtype=torch.int32))
+        self.weight = nn.Parameter(torch.zeros(1, num_classes))  # row 0 stands for every dropped feature: zero
         self.bias = nn.Parameter(torch.zeros(num_classes))
-        # filled by fit_counts; saved with the weights, so resuming and predicting never recount
-        self.register_buffer("ratios", torch.zeros(rows, num_classes))
-        self.register_buffer("kept", torch.zeros(rows, dtype=torch.bool))  # n-grams in >= min_df training texts
+        self.register_buffer("ratios", torch.zeros(1, num_classes))  # naive-Bayes log-count ratio of each row
         self.register_buffer("train_size", torch.zeros((), dtype=torch.long))
 
     def features(self, token_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -62,39 +64,70 @@ class NgramLogReg(nn.Module):
         return ids.masked_fill(repeated, 0)
 
     def forward(self, token_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        ids = self.features(token_ids, lengths)  # (B, K)
-        present = (self.kept[ids] & (ids > 0)).float()  # (B, K) 0/1
+        rows = self.table_row[self.features(token_ids, lengths)].long()  # (B, K); 0: padding or dropped
+        present = (rows > 0).float()  # (B, K) 0/1
         scale = present / present.sum(dim=1, keepdim=True).clamp(min=1.0).sqrt()  # unit L2 norm per text
         # in fp32 even under bf16 autocast: a sum of hundreds of small terms is cheap here and bf16 would round it
         with torch.autocast(token_ids.device.type, enabled=False):
-            weights = nn.functional.embedding(ids, self.weight) * nn.functional.embedding(ids, self.ratios)  # (B, K, C)
+            weights = nn.functional.embedding(rows, self.weight) * nn.functional.embedding(rows, self.ratios)  # (B, K, C)
             return torch.einsum("bk,bkc->bc", scale.float(), weights.float()) + self.bias.float()
 
     @torch.no_grad()
     def fit_counts(self, batches: Iterable[Batch]) -> None:
-        """Document frequencies and per-class counts of every n-gram in the training split -> ratios, kept."""
-        rows = self.weight.size(0)
-        document_frequency = torch.zeros(rows, dtype=torch.float64)
-        class_frequency = torch.zeros(rows, self.num_classes, dtype=torch.float64)
+        """Document frequencies and per-class counts of every n-gram in the training split -> the table of kept
+        n-grams (table_row), their ratios, and zero weights. Runs before the optimizer sees the weights."""
+        features = self.table_row.numel()
+        document_frequency = torch.zeros(features, dtype=torch.float64)
+        class_frequency = torch.zeros(features, self.num_classes, dtype=torch.float32)  # exact below 2^24 texts
         texts = 0
         for token_ids, lengths, targets in batches:
             ids = self.features(token_ids, lengths)
             flags = (targets if targets.dim() == 2 else nn.functional.one_hot(targets, self.num_classes)).bool()
-            document_frequency += torch.bincount(ids.flatten(), minlength=rows)
+            document_frequency += torch.bincount(ids.flatten(), minlength=features)
             for label in range(self.num_classes):
-                class_frequency[:, label] += torch.bincount(ids[flags[:, label]].flatten(), minlength=rows)
+                class_frequency[:, label] += torch.bincount(ids[flags[:, label]].flatten(), minlength=features)
             texts += len(ids)
         document_frequency[0] = 0  # padding
         class_frequency[0] = 0
-        inside = class_frequency + self.alpha  # texts of each class holding the n-gram (smoothed)
-        outside = (document_frequency[:, None] - class_frequency) + self.alpha  # texts of the other classes
-        ratios = torch.log((inside / inside.sum(0)) / (outside / outside.sum(0)))
-        self.ratios.copy_(ratios.to(self.ratios.dtype))
-        self.kept.copy_(document_frequency >= self.min_df)
+        kept = (document_frequency >= self.min_df).nonzero().squeeze(1)
+        kept = kept[kept > 0]
+        # smoothed texts of each class holding the n-gram, and of the other classes; normalized over all features
+        in_class = class_frequency.sum(0, dtype=torch.float64)
+        inside_total = in_class + self.alpha * features
+        outside_total = (document_frequency.sum() - in_class) + self.alpha * features
+        inside = class_frequency[kept].double() + self.alpha
+        outside = (document_frequency[kept, None] - class_frequency[kept].double()) + self.alpha
+        ratios = torch.log((inside / inside_total) / (outside / outside_total))
+        self.table_row.zero_()
+        self.table_row[kept] = torch.arange(1, len(kept) + 1, dtype=torch.int32)
+        self.ratios = torch.cat([torch.zeros(1, self.num_classes), ratios.float()])
+        self.weight = nn.Parameter(torch.zeros(len(kept) + 1, self.num_classes))
         self.train_size.fill_(texts)
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
+        """The table's size comes from the training counts, so it is taken from the saved weights."""
+        if prefix + "kept" in state_dict:
+            upgrade_dense_table(state_dict, prefix)
+        saved = state_dict.get(prefix + "weight")
+        if saved is not None and saved.shape != self.weight.shape:
+            self.weight = nn.Parameter(torch.zeros(saved.shape, device=self.weight.device))
+            self.ratios = torch.zeros(saved.shape, device=self.ratios.device)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def param_groups(self) -> list[dict]:
         """Its own step size, and an L2 penalty per training text on the weights (not the bias)."""
         decay = self.l2 / max(1, int(self.train_size))
         return [{"params": [self.weight], "lr": self.lr, "weight_decay": decay},
                 {"params": [self.bias], "lr": self.lr, "weight_decay": 0.0}]
+
+
+def upgrade_dense_table(state_dict: dict, prefix: str) -> None:
+    """Files from before the compact table held a row per feature and a `kept` mask: keep the kept rows."""
+    kept = state_dict.pop(prefix + "kept").nonzero().squeeze(1)
+    kept = kept[kept > 0]
+    table_row = torch.zeros(len(state_dict[prefix + "weight"]), dtype=torch.int32)
+    table_row[kept] = torch.arange(1, len(kept) + 1, dtype=torch.int32)
+    state_dict[prefix + "table_row"] = table_row
+    for name in ("weight", "ratios"):
+        dense = state_dict[prefix + name]
+        state_dict[prefix + name] = torch.cat([torch.zeros(1, dense.size(1), dtype=dense.dtype), dense[kept]])
