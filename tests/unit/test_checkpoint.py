@@ -6,12 +6,20 @@ import dataclasses
 import json
 import pickle
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 from torch import nn
 
-from textclf_cli.checkpoint import CheckpointMeta, load_checkpoint, load_model, new_checkpoint, save_checkpoint
+from textclf_cli.checkpoint import (
+    CheckpointMeta,
+    load_checkpoint,
+    load_model,
+    new_checkpoint,
+    restore_training_state,
+    save_checkpoint,
+)
 from textclf_cli.data.text import TokenizerSettings
 from textclf_cli.errors import RunError
 from textclf_cli.models import build_model
@@ -176,3 +184,18 @@ def test_a_checkpoint_without_its_vocab_is_incomplete(tmp_path: Path, model: nn.
     save_checkpoint(path, checkpoint)
     with pytest.raises(RunError, match=r"checkpoint is incomplete or does not match its model \('vocab'\)"):
         load_model(path, torch.device("cpu"))
+
+
+def test_resuming_optimizer_state_of_another_shape_is_refused(tmp_path: Path, model: nn.Module) -> None:
+    # an older textclf's last.pt: Adam moments sized for a table that the model no longer has
+    old = torch.optim.Adam(nn.Linear(3, 2).parameters())
+    for parameter in old.param_groups[0]["params"]:
+        parameter.grad = torch.ones_like(parameter)
+    old.step()
+    optimizer = torch.optim.Adam(model.parameters())
+    optimizer.param_groups = optimizer.param_groups[:1]
+    optimizer.param_groups[0]["params"] = optimizer.param_groups[0]["params"][:2]
+    trainer = SimpleNamespace(optimizer=optimizer, scheduler=None, plain_model=model, member_best_weights={})
+    checkpoint = {"training": {"optimizer": old.state_dict(), "scheduler": None, "scaler": None}}
+    with pytest.raises(RunError, match=r"last\.pt: its optimizer state does not fit the model .*start a new run"):
+        restore_training_state(trainer, checkpoint, tmp_path)
