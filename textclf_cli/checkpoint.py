@@ -134,9 +134,15 @@ def weights_copy(module: nn.Module) -> dict[str, torch.Tensor]:
 
 def load_resumed_weights(model: nn.Module, checkpoint: dict[str, Any], run_dir: Path) -> None:
     """A run's last.pt weights into its freshly built model (before the optimizer is built on them)."""
+    path = run_dir / files.CHECKPOINTS_DIR / files.LAST_CHECKPOINT
     if not checkpoint.get("training"):
-        raise RunError(f"{run_dir / files.CHECKPOINTS_DIR / files.LAST_CHECKPOINT}: has no training state to resume from")
-    model.load_state_dict(checkpoint["state_dict"])
+        raise RunError(f"{path}: has no training state to resume from")
+    try:
+        model.load_state_dict(checkpoint["state_dict"])
+    except (RuntimeError, KeyError) as exc:
+        detail = str(exc).splitlines()[-1].strip()[:160]
+        raise RunError(f"{path}: its weights do not fit the model this config builds ({detail}); start a new run "
+                       "instead of resuming") from None
 
 
 def restore_training_state(trainer: Trainer, checkpoint: dict[str, Any], run_dir: Path) -> TrainState:

@@ -504,6 +504,17 @@ def check_resumable(stored: Config, current: Config, run_dir: Path) -> None:
                           f"only {RESUMABLE_HINT} may change when resuming")
 
 
+def with_stored_auto(current: Config, stored: Config) -> Config:
+    """`current` with each `auto` replaced by what the stored run resolved it to: a resumed run keeps its sizes
+    even where a newer textclf would resolve `auto` to another value (n-gram buckets, for one)."""
+    def adopt(now: Any, then: Any) -> Any:
+        if isinstance(now, dict) and isinstance(then, dict):
+            return {key: adopt(value, then.get(key)) for key, value in now.items()}
+        return then if now == AUTO and then is not None and then != AUTO else now
+
+    return validate_config(adopt(config_to_dict(current), config_to_dict(stored)), source="resumed run config")
+
+
 def flat_differences(left: Any, right: Any, prefix: str = "") -> list[str]:
     """Dotted keys whose values differ between two nested dicts, e.g. ['train.lr', 'model.type']."""
     if isinstance(left, dict) and isinstance(right, dict):

@@ -28,7 +28,7 @@ from textclf_cli.checkpoint import (
     restore_training_state,
     save_checkpoint,
 )
-from textclf_cli.config import Config, check_resumable, config_to_dict, with_absolute_paths
+from textclf_cli.config import Config, check_resumable, config_to_dict, with_absolute_paths, with_stored_auto
 from textclf_cli.console import add_log_file, log, remove_handler
 from textclf_cli.data.loader import batch_indices, clipped_lengths, collate
 from textclf_cli.data.prepared import PreparedData
@@ -82,7 +82,10 @@ def _train(config: Config, processes: Processes, resume: Path | None, promote_if
     amp = resolve_precision(config.train.precision, device)
     if config.train.num_threads:
         torch.set_num_threads(config.train.num_threads)
-    resumed = resume_run_dir(config, resume) if resume else None  # refuse a bad --resume before preparing data
+    resumed = None
+    if resume:  # refuse a bad --resume before preparing data; keep the sizes the run resolved from `auto`
+        resumed, stored = resume_run_dir(config, resume)
+        config = with_stored_auto(config, stored)
     data = prepare_once(config, processes)
     config = resolve_auto(config, data)
     if "valid" not in data.splits:
@@ -120,13 +123,15 @@ def _train_in(run_dir: Path, config: Config, data: PreparedData, amp: Any, resum
     try:
         trainer, state, meta = _set_up(run_dir, config, data, amp, resuming, processes)
     except SignalInterrupt as stop:  # before the first epoch: nothing to keep, the folder only says what happened
+        if resuming:  # the run's folder is as it was before this command
+            raise Interrupted(f"interrupted by {stop.signal_name} before training resumed; {run_dir} is unchanged") from None
         if is_main:
             write_status(run_dir, INTERRUPTED, finished_at=now_iso(),
                          message=f"stopped by {stop.signal_name} before training began")
         raise Interrupted(f"interrupted by {stop.signal_name} before training began; {run_dir} is marked "
                           f"interrupted; start a new run") from None
     except Exception as exc:  # e.g. an unreadable embeddings file: the run must not look alive or complete
-        if is_main:
+        if is_main and not resuming:  # a failed resume leaves the run's folder as it was
             write_status(run_dir, FAILED, finished_at=now_iso(), message=str(exc).splitlines()[0] if str(exc) else
                          type(exc).__name__)
         raise
@@ -168,8 +173,11 @@ def _train_in(run_dir: Path, config: Config, data: PreparedData, amp: Any, resum
 
 def _set_up(run_dir: Path, config: Config, data: PreparedData, amp: Any, resuming: bool,
             processes: Processes) -> tuple[Trainer, TrainState, CheckpointMeta]:
-    """status.json and config.yaml, the model and optimizer, and last.pt as epoch 0."""
+    """status.json and config.yaml, the model and optimizer, and last.pt as epoch 0. A resumed run's folder is
+    touched only once its last.pt has loaded: a resume that fails leaves the run as it was."""
     is_main, device = processes.is_main, processes.device
+    if resuming:
+        trainer, state, meta = build_trainer(config, data, amp, run_dir, processes)
     if is_main:
         # a resumed run keeps its started_at and drops what the interruption wrote
         when = {"resumed_at": now_iso(), "finished_at": None, "message": None} if resuming else {"started_at": now_iso()}
@@ -179,7 +187,8 @@ def _set_up(run_dir: Path, config: Config, data: PreparedData, amp: Any, resumin
         compiled = ", torch.compile" if config.train.compile else ""
         ranks = f", {processes.world_size} processes" if processes.world_size > 1 else ""
         log.info(f"run folder {run_dir} (device {describe_device(device)}, precision {amp.name}{compiled}{ranks})")
-    trainer, state, meta = build_trainer(config, data, amp, run_dir if resuming else None, processes)
+    if not resuming:
+        trainer, state, meta = build_trainer(config, data, amp, None, processes)
     if is_main and not resuming:  # epoch 0: a run killed during its first epoch can be resumed too
         save_checkpoint(run_dir / files.CHECKPOINTS_DIR / files.LAST_CHECKPOINT, last_checkpoint(trainer, state, meta))
     return trainer, state, meta
@@ -273,8 +282,9 @@ def save_epoch(run_dir: Path, trainer: Trainer, state: TrainState, meta: Checkpo
                  best_metric=state.best_metric, monitor=trainer.settings.monitor)
 
 
-def resume_run_dir(config: Config, run_dir: Path) -> Path:
-    """The run folder to continue; refuses when its config differs in anything but train.epochs."""
+def resume_run_dir(config: Config, run_dir: Path) -> tuple[Path, Config]:
+    """The run folder to continue and its stored config; refuses when the config differs in anything but
+    train.epochs (and the other resumable keys)."""
     from textclf_cli.config import load_config
 
     if not (run_dir / files.CONFIG_FILE).is_file():
@@ -282,8 +292,9 @@ def resume_run_dir(config: Config, run_dir: Path) -> Path:
     if not (run_dir / files.CHECKPOINTS_DIR / files.LAST_CHECKPOINT).is_file():
         raise RunError(f"{run_dir}: has no {files.CHECKPOINTS_DIR}/{files.LAST_CHECKPOINT} (it stopped before "
                        f"training began); start a new run instead")
-    check_resumable(load_config(run_dir / files.CONFIG_FILE), config, run_dir)
-    return run_dir
+    stored = load_config(run_dir / files.CONFIG_FILE)
+    check_resumable(stored, config, run_dir)
+    return run_dir, stored
 
 
 def finish_run(run_dir: Path, config: Config, state: TrainState, promote_if_better: bool) -> TrainResult:

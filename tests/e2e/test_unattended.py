@@ -148,6 +148,35 @@ def test_resume_refuses_a_changed_config_naming_the_keys(tmp_path):
     assert history(Path(run_dir))["epoch"].tolist() == [1, 2]
 
 
+def test_a_resume_that_fails_to_load_leaves_the_run_as_it_was(tmp_path):
+    config = tiny_config(tmp_path, train={"epochs": 1})
+    run_dir = Path(run_cli("train", str(config), "--quiet").stdout.strip())
+    last = run_dir / "checkpoints" / "last.pt"
+    checkpoint = torch.load(last, weights_only=True)
+    checkpoint["state_dict"].pop(next(iter(checkpoint["state_dict"])))  # weights that no longer fit the model
+    torch.save(checkpoint, last)
+    before = {name: (run_dir / name).read_bytes() for name in ("status.json", "config.yaml")}
+
+    refused = run_cli("train", str(config), "--resume", str(run_dir), "--set", "train.epochs=2")
+    assert refused.exit_code == 4
+    assert f"error: {last}: its weights do not fit the model this config builds (" in refused.stderr
+    assert "start a new run instead of resuming" in refused.stderr and "Traceback" not in refused.output
+    assert {name: (run_dir / name).read_bytes() for name in before} == before  # still completed, same config
+    assert history(run_dir)["epoch"].tolist() == [1]
+
+
+def test_a_resumed_run_keeps_the_values_it_resolved_from_auto(tmp_path):
+    from textclf_cli.config import validate_config, with_stored_auto
+
+    raw = {"experiment": "e", "data": {"train": "t.csv"}, "model": {"type": "cnn"}}
+    stored = validate_config({**raw, "vocab": {"max_length": 96}, "model": {"type": "cnn", "ensemble": {"buckets": 4096}}},
+                             "stored")
+    current = with_stored_auto(validate_config(raw, "current"), stored)
+    assert (current.vocab.max_length, current.model.ensemble.buckets) == (96, 4096)
+    explicit = validate_config({**raw, "vocab": {"max_length": 64}}, "current")
+    assert with_stored_auto(explicit, stored).vocab.max_length == 64  # only `auto` follows the stored run
+
+
 def test_a_run_being_trained_cannot_be_resumed_twice(tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
