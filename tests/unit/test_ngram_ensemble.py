@@ -20,6 +20,20 @@ def batch(texts: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
             torch.tensor([max(1, len(text)) for text in texts]))
 
 
+def tiny_ensemble() -> Ensemble:
+    return build_model("cnn", 30, 2, {"embedding_dim": 4, "num_filters": 3, "filter_sizes": [2],
+                                      "ensemble": {"type": "ngram", "buckets": 50}})
+
+
+def assert_predicts_the_mix(ensemble: Ensemble, token_ids: torch.Tensor, lengths: torch.Tensor, mix: float) -> None:
+    """In eval mode the ensemble's output is mix * network + (1 - mix) * n-gram model."""
+    ensemble.eval()
+    ensemble.mix.fill_(mix)
+    with torch.no_grad():
+        expected = mix * ensemble.network(token_ids, lengths) + (1 - mix) * ensemble.ngram(token_ids, lengths)
+        torch.testing.assert_close(ensemble(token_ids, lengths), expected)
+
+
 def test_features_are_the_distinct_ngrams_of_each_text_and_never_padding() -> None:
     model = NgramLogReg(vocab_size=20, num_classes=2, ngrams=3, buckets=101)
     token_ids, lengths = batch([[5, 5, 5, 5], [7]])
@@ -72,17 +86,12 @@ def test_param_groups_give_the_ngram_model_its_own_step_and_penalty_per_text() -
 
 
 def test_ensemble_trains_members_apart_and_predicts_with_the_fitted_mix() -> None:
-    ensemble = build_model("cnn", 30, 2, {"embedding_dim": 4, "num_filters": 3, "filter_sizes": [2],
-                                          "ensemble": {"type": "ngram", "buckets": 50}})
+    ensemble = tiny_ensemble()
     token_ids, lengths = batch([[3, 4, 5], [6, 7]])
     ensemble.train()
     network, ngram = ensemble(token_ids, lengths)
     assert network.shape == ngram.shape == (2, 2)
-    ensemble.eval()
-    ensemble.mix.fill_(0.25)
-    with torch.no_grad():
-        expected = 0.25 * ensemble.network(token_ids, lengths) + 0.75 * ensemble.ngram(token_ids, lengths)
-        torch.testing.assert_close(ensemble(token_ids, lengths), expected)
+    assert_predicts_the_mix(ensemble, token_ids, lengths, 0.25)
 
 
 def test_fit_mix_weighs_the_member_that_predicts_validation() -> None:
@@ -124,18 +133,13 @@ def test_fit_mix_prefers_accuracy_over_the_loss_of_an_overconfident_member() -> 
 
 
 def test_a_stopped_member_is_left_out_of_training_but_not_of_predictions() -> None:
-    ensemble = build_model("cnn", 30, 2, {"embedding_dim": 4, "num_filters": 3, "filter_sizes": [2],
-                                          "ensemble": {"type": "ngram", "buckets": 50}})
+    ensemble = tiny_ensemble()
     token_ids, lengths = batch([[3, 4, 5], [6, 7]])
     ensemble.stopped[0] = True
     ensemble.train()
     (ngram,) = ensemble(token_ids, lengths)
     torch.testing.assert_close(ngram, ensemble.ngram(token_ids, lengths))
-    ensemble.eval()
-    ensemble.mix.fill_(0.5)
-    with torch.no_grad():
-        expected = 0.5 * ensemble.network(token_ids, lengths) + 0.5 * ensemble.ngram(token_ids, lengths)
-        torch.testing.assert_close(ensemble(token_ids, lengths), expected)
+    assert_predicts_the_mix(ensemble, token_ids, lengths, 0.5)
 
 
 def test_a_dense_table_from_an_older_checkpoint_loads_with_the_same_outputs() -> None:

@@ -91,8 +91,7 @@ class NgramLogReg(nn.Module):
             texts += len(ids)
         document_frequency[0] = 0  # padding
         class_frequency[0] = 0
-        kept = (document_frequency >= self.min_df).nonzero().squeeze(1)
-        kept = kept[kept > 0]
+        kept, table_row = kept_table(document_frequency >= self.min_df)
         # smoothed texts of each class holding the n-gram, and of the other classes; normalized over all features
         in_class = class_frequency.sum(0, dtype=torch.float64)
         inside_total = in_class + self.alpha * features
@@ -100,8 +99,7 @@ class NgramLogReg(nn.Module):
         inside = class_frequency[kept].double() + self.alpha
         outside = (document_frequency[kept, None] - class_frequency[kept].double()) + self.alpha
         ratios = torch.log((inside / inside_total) / (outside / outside_total))
-        self.table_row.zero_()
-        self.table_row[kept] = torch.arange(1, len(kept) + 1, dtype=torch.int32)
+        self.table_row = table_row
         self.ratios = torch.cat([torch.zeros(1, self.num_classes), ratios.float()])
         self.weight = nn.Parameter(torch.zeros(len(kept) + 1, self.num_classes))
         self.train_size.fill_(texts)
@@ -123,13 +121,18 @@ class NgramLogReg(nn.Module):
                 {"params": [self.bias], "lr": self.lr, "weight_decay": 0.0}]
 
 
+def kept_table(kept_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The positions of the kept features (never padding) and each feature's row in a table of them (0: dropped)."""
+    kept = kept_mask.nonzero().squeeze(1)
+    kept = kept[kept > 0]
+    table_row = torch.zeros(len(kept_mask), dtype=torch.int32)
+    table_row[kept] = torch.arange(1, len(kept) + 1, dtype=torch.int32)
+    return kept, table_row
+
+
 def upgrade_dense_table(state_dict: dict, prefix: str) -> None:
     """Files from before the compact table held a row per feature and a `kept` mask: keep the kept rows."""
-    kept = state_dict.pop(prefix + "kept").nonzero().squeeze(1)
-    kept = kept[kept > 0]
-    table_row = torch.zeros(len(state_dict[prefix + "weight"]), dtype=torch.int32)
-    table_row[kept] = torch.arange(1, len(kept) + 1, dtype=torch.int32)
-    state_dict[prefix + "table_row"] = table_row
+    kept, state_dict[prefix + "table_row"] = kept_table(state_dict.pop(prefix + "kept"))
     for name in ("weight", "ratios"):
         dense = state_dict[prefix + name]
         state_dict[prefix + name] = torch.cat([torch.zeros(1, dense.size(1), dtype=dense.dtype), dense[kept]])
