@@ -133,3 +133,22 @@ def test_training_mode_gradients_reach_the_embedding(model: torch.nn.Module) -> 
     grad = grad.to_dense() if grad is not None and grad.is_sparse else grad  # a sparse EmbeddingBag
     assert grad is not None and grad[TEXTS["medium"]].abs().sum() > 0
     assert grad[0].abs().sum() == 0  # padding is never learned
+
+
+def test_cnn_pools_the_relu_of_each_filter_over_the_windows_inside_the_text() -> None:
+    """The fast pooling (padding zeroed, one global max pool, relu last) equals Kim's relu-then-max, text by text."""
+    torch.manual_seed(3)
+    model = build_model("cnn", VOCAB_SIZE, NUM_CLASSES, {"embedding_dim": 6, "num_filters": 5,
+                                                          "filter_sizes": [2, 3]}).eval()
+    with torch.no_grad():
+        for conv in model.convs:
+            conv.bias.fill_(-0.5)  # many windows negative, so relu decides some maxima
+        texts = [TEXTS["short"], TEXTS["medium"], LONGER[0]]
+        expected = []
+        for text in texts:
+            ids = torch.tensor(text + [PAD_ID] * max(0, 3 - len(text)))
+            planes = model.embedding(ids).T[None]  # (1, E, T)
+            pooled = [torch.nn.functional.conv1d(planes, conv.weight, conv.bias)[0, :, : max(1, len(text) - k + 1)]
+                      .relu().amax(dim=1) for conv, k in zip(model.convs, model.filter_sizes)]
+            expected.append(model.classifier(torch.cat(pooled)))
+        torch.testing.assert_close(logits_of(model, texts, extra_padding=4), torch.stack(expected))
