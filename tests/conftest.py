@@ -124,7 +124,8 @@ def tiny_config(tmp_path: Path, fmt: str = "csv", labels: tuple[str, ...] = ("po
         "vocab": {"max_size": 500, "min_freq": 1, "max_length": 50},
         "model": models[model],
         "train": {"epochs": 2, "batch_size": 8, "lr": 0.01, "early_stopping_patience": None},
-        "output": {"runs_dir": str(tmp_path / "runs")},
+        # no ONNX export after every tiny train (seconds each across the suite); tests/e2e/test_run_export.py covers it
+        "output": {"runs_dir": str(tmp_path / "runs"), "export_onnx": False},
     }
     if test is not None:
         config["data"]["test"] = str(test)

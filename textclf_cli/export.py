@@ -30,7 +30,7 @@ from textclf_cli.data.vocab import PAD_ID, UNK_ID
 from textclf_cli.errors import ConfigError, RunError
 from textclf_cli.models import min_width
 from textclf_cli.runs import now_iso
-from textclf_cli.sidecar import EXTRAS_HINT, SIDECAR_FORMAT, SIDECAR_VERSION, sidecar_path
+from textclf_cli.sidecar import EXTRAS_HINT, SIDECAR_FORMAT, SIDECAR_VERSION, checkpoint_stat, sidecar_path
 
 ONNX_OPSET = 17
 PARITY_TOLERANCE = 1e-4
@@ -88,13 +88,34 @@ class DenseEmbeddingBag(nn.Module):
         return total / keep.sum(dim=1, keepdim=True).clamp(min=1).to(vectors.dtype)
 
 
-def check_export_dependencies(export_format: str) -> None:
+def check_export_dependencies(export_format: str, wanted_by: str = "export --format onnx") -> None:
     """ONNX export needs the optional `onnx` package (and `onnxruntime` for the parity check): a clear error."""
-    if export_format != "onnx":
-        return
-    missing = [name for name in ("onnx", "onnxruntime") if importlib.util.find_spec(name) is None]
+    missing = missing_onnx_packages() if export_format == "onnx" else []
     if missing:
-        raise ConfigError(f"export --format onnx needs {' and '.join(missing)}, which are not installed: {EXTRAS_HINT}")
+        verb = "is" if len(missing) == 1 else "are"
+        raise ConfigError(f"{wanted_by} needs {' and '.join(missing)}, which {verb} not installed: {EXTRAS_HINT}")
+
+
+def missing_onnx_packages() -> list[str]:
+    return [name for name in ("onnx", "onnxruntime") if importlib.util.find_spec(name) is None]
+
+
+def export_for_predict(run_dir: Path, setting: bool | str) -> None:
+    """output.export_onnx after a train: <run>/export/model.onnx from best.pt, which `predict RUN` uses for a few
+    texts (no torch import). The run is trained either way, so a failed export is logged, not raised."""
+    if setting is False or (setting == "auto" and missing_onnx_packages()):
+        return
+    checkpoint = run_dir / files.CHECKPOINTS_DIR / files.BEST_CHECKPOINT
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the exporter's deprecation notes are not the user's to act on
+            result = export_model(checkpoint, "onnx", default_output(checkpoint, run_dir, "onnx"))
+    except Exception as exc:  # any exporter failure: the checkpoint still predicts
+        log.warning(f"output.export_onnx: no ONNX export ({str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}); "
+                    f"predict uses the checkpoint")
+        return
+    log.info(f"exported {result.model_file} (output.export_onnx): `textclf predict {run_dir}` answers a few texts "
+             f"without importing torch")
 
 
 def default_output(checkpoint: Path, run_dir: Path | None, export_format: str) -> Path:
@@ -241,6 +262,8 @@ def sidecar_content(loaded: LoadedModel, export_format: str, model_file: Path) -
         [loaded.truncate],
         "empty_text": f"a text with no tokens is one token {PAD_ID} with length 1",
         "source_checkpoint": str(loaded.path.resolve()),
+        # predict takes a run's own export instead of its checkpoint only while the checkpoint is this very file
+        "source_checkpoint_stat": checkpoint_stat(loaded.path),
         "epoch": checkpoint.get("epoch"),
         "exported_at": now_iso(),
         "versions": {"textclf": textclf_cli.__version__, "torch": str(torch.__version__)},

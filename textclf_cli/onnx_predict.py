@@ -4,7 +4,8 @@ torch, so a cold single predict skips torch's ~2 s import; reading texts and for
 from __future__ import annotations
 
 import importlib.util
-from dataclasses import fields
+from collections.abc import Callable
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +15,9 @@ from textclf_cli.data.prepared import EncodedSplit, truncate_ids
 from textclf_cli.data.text import TokenizerSettings
 from textclf_cli.data.vocab import PAD_ID
 from textclf_cli.errors import ConfigError, RunError
-from textclf_cli.predict import Scorer
-from textclf_cli.sidecar import EXTRAS_HINT, read_sidecar, sidecar_path
+from textclf_cli.files import EXPORT_DIR, EXPORT_ONNX
+from textclf_cli.predict import BF16_MIN_TEXTS_ON_CPU, Scorer
+from textclf_cli.sidecar import EXTRAS_HINT, checkpoint_stat, read_sidecar, sidecar_path
 
 EXPORT_AGAIN = "re-run `textclf export RUN --format onnx`"
 TRUNCATIONS = ("head", "tail", "head_tail")
@@ -59,6 +61,38 @@ def onnx_scorer(target: Path) -> Scorer:
     thresholds = np.array(sidecar["thresholds"], dtype=np.float64) if sidecar["task"] == "multilabel" else None
     return Scorer(TokenizerSettings(**sidecar["tokenizer"]), list(sidecar["vocab"]), labels, score, thresholds,
                   str(sidecar.get("label_separator") or "|"))  # sidecars before label_separator: the default
+
+
+def fresh_run_export(checkpoint: Path, run_dir: Path | None) -> Path | None:
+    """The run's own ONNX export (train writes it, output.export_onnx) when it was made from this very checkpoint
+    file and onnxruntime is installed; else None (predict loads the checkpoint)."""
+    model_file = run_dir / EXPORT_DIR / EXPORT_ONNX if run_dir is not None else None
+    if model_file is None or not model_file.is_file() or importlib.util.find_spec("onnxruntime") is None:
+        return None
+    try:
+        sidecar = read_sidecar(sidecar_path(model_file))
+    except RunError:
+        return None
+    made_from = Path(str(sidecar.get("source_checkpoint", ""))).name
+    return model_file if made_from == checkpoint.name and sidecar.get("source_checkpoint_stat") == \
+        checkpoint_stat(checkpoint) else None
+
+
+def few_texts_scorer(model_file: Path, checkpoint_scorer: Callable[[], Scorer]) -> Scorer:
+    """A run's export for an input of a few texts (a cold single predict, no torch import), its checkpoint for
+    more (bf16 and several threads there outrun onnxruntime's fp32). Both run the same weights in fp32 for a
+    few texts, so the path taken changes probabilities by no more than the export's parity check allows."""
+    export = onnx_scorer(model_file)
+    loaded: list[Scorer] = []
+
+    def score(encoded: EncodedSplit, batch_size: int, whole_input: bool) -> np.ndarray:
+        if whole_input and len(encoded) < BF16_MIN_TEXTS_ON_CPU:
+            return export.score(encoded, batch_size, whole_input)
+        if not loaded:
+            loaded.append(checkpoint_scorer())
+        return loaded[0].score(encoded, batch_size, whole_input)
+
+    return replace(export, score=score)
 
 
 def export_files(target: Path) -> tuple[Path, dict[str, Any]]:

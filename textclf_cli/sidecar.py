@@ -22,6 +22,12 @@ def sidecar_path(model_file: Path) -> Path:
     return model_file.with_name(f"{model_file.name}.json")
 
 
+def checkpoint_stat(path: Path) -> dict[str, int]:
+    """Size and modification time of a checkpoint file: rewritten (a resumed run's best.pt), it no longer matches."""
+    stat = path.stat()
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
 def read_sidecar(path: Path) -> dict[str, Any]:
     """A sidecar's content, refused unless textclf export wrote it (in a version this textclf reads)."""
     fix = "re-run `textclf export RUN --format onnx` to write the model and its sidecar"

@@ -35,6 +35,7 @@ from textclf_cli.data.prepared import PreparedData
 from textclf_cli.device import describe_device
 from textclf_cli.distributed import Processes
 from textclf_cli.errors import ConfigError, Interrupted, RunError, TextclfError
+from textclf_cli.export import check_export_dependencies, export_for_predict
 from textclf_cli.interrupts import SignalInterrupt, interrupt_on_signals
 from textclf_cli.loop import LoopSettings, NonFiniteLoss, SignalGuard, StopRequested, Trainer, TrainState, fit
 from textclf_cli.models import build_model, fit_counts, min_width, model_kwargs
@@ -78,6 +79,8 @@ def _train(config: Config, processes: Processes, resume: Path | None, promote_if
            on_epoch: EpochHook | None) -> TrainResult:
     if config.output.tensorboard:
         require_tensorboard()
+    if config.output.export_onnx is True:  # asked for by name: refuse now, not after training
+        check_export_dependencies("onnx", wanted_by="output.export_onnx: true")
     device = processes.device
     amp = resolve_precision(config.train.precision, device)
     if config.train.num_threads:
@@ -301,6 +304,7 @@ def finish_run(run_dir: Path, config: Config, state: TrainState, promote_if_bett
     from textclf_cli.report import plot_training_curves
 
     plot_training_curves(pd.DataFrame(state.history), run_dir / files.CURVES_PNG)
+    export_for_predict(run_dir, config.output.export_onnx)  # before `completed`: predict may take it from then on
     summary = {"finished_at": now_iso(), "epochs_completed": state.epoch, "best_epoch": state.best_epoch,
                "best_metric": state.best_metric, "monitor": config.train.monitor}
     write_status(run_dir, COMPLETED, **summary)

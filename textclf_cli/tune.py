@@ -159,8 +159,10 @@ class TrialRunner:
         """The study's config with this trial's values; its run goes into the study folder."""
         raw = spaces.apply_params(self.base, params)
         raw["experiment"] = self.study_dir.name
-        # its run goes into the study folder, which keeps its own top trials (no output.keep_runs there)
-        raw["output"] = {**raw.get("output", {}), "runs_dir": str(self.study_dir.parent), "keep_runs": None}
+        # its run goes into the study folder, which keeps its own top trials (no output.keep_runs there); trials are
+        # not exported (output.export_onnx): `textclf export` makes the chosen one servable
+        raw["output"] = {**raw.get("output", {}), "runs_dir": str(self.study_dir.parent), "keep_runs": None,
+                         "export_onnx": False}
         try:
             return validate_config(raw, source=f"trial {trial.number}")
         except ConfigError as exc:  # e.g. a sampled combination that the config refuses

@@ -24,7 +24,7 @@ TEXTS = [
 ]
 SIDECAR_KEYS = {"format", "version", "model_file", "model_format", "model_type", "task", "labels", "thresholds",
                 "label_separator", "inputs", "outputs", "tokenizer", "preprocessing", "vocab", "pad_id", "unk_id",
-                "max_length", "truncate", "truncation", "empty_text", "source_checkpoint", "epoch", "exported_at",
+                "max_length", "truncate", "truncation", "empty_text", "source_checkpoint", "source_checkpoint_stat", "epoch", "exported_at",
                 "versions"}
 
 

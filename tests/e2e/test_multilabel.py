@@ -95,7 +95,7 @@ def multilabel_config(tmp_path: Path, fmt: str = "csv", model: str = "cnn", sepa
         "model": MODELS[model],
         "train": {"epochs": EPOCHS, "batch_size": 8, "lr": 0.02, "early_stopping_patience": None,
                   "monitor": "valid_f1_micro", **train},
-        "output": {"runs_dir": str(tmp_path / "runs")},
+        "output": {"runs_dir": str(tmp_path / "runs"), "export_onnx": False},  # covered by test_run_export.py
     }
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")

@@ -11,7 +11,6 @@ leans on where a corpus is small or its signal sits in phrases (see models/ensem
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterable
 
 import torch
@@ -70,19 +69,8 @@ class NgramLogReg(nn.Module):
         scale = present / present.sum(dim=1, keepdim=True).clamp(min=1.0).sqrt()  # unit L2 norm per text
         # in fp32 even under bf16 autocast: a sum of hundreds of small terms is cheap here and bf16 would round it
         with torch.autocast(token_ids.device.type, enabled=False):
-            weights = self._row_weights(rows)  # (B, K, C)
+            weights = nn.functional.embedding(rows, self.weight) * nn.functional.embedding(rows, self.ratios)  # (B, K, C)
             return torch.einsum("bk,bkc->bc", scale.float(), weights.float()) + self.bias.float()
-
-    def _row_weights(self, rows: torch.Tensor) -> torch.Tensor:
-        """(B, K) table rows -> (B, K, C) weight x ratio of each. For inference the products of the whole table
-        are kept while the weights stay the same: one gather per n-gram instead of two (the same values)."""
-        fixed_graph = torch.jit.is_tracing() or ("torch._dynamo" in sys.modules and torch.compiler.is_compiling())
-        if self.training or fixed_graph:
-            return nn.functional.embedding(rows, self.weight) * nn.functional.embedding(rows, self.ratios)
-        key = (self.weight._version, self.ratios._version, self.weight.data_ptr(), self.ratios.data_ptr())
-        if getattr(self, "_products_key", None) != key:
-            self._products, self._products_key = (self.weight * self.ratios).detach(), key
-        return nn.functional.embedding(rows, self._products)
 
     @torch.no_grad()
     def fit_counts(self, batches: Iterable[Batch]) -> None:
