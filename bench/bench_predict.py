@@ -16,6 +16,7 @@ import csv
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -95,13 +96,30 @@ def cli_rows(checkpoint: Path, texts: list[str]) -> list[str]:
             _, wall, cpu = timed(lambda c=command: subprocess.run(c, env=env, check=True, capture_output=True))
             rows.append(f"| `textclf predict --input` {len(texts):,} reviews, --precision {precision} | "
                         f"{len(texts) / wall:,.0f} reviews/s wall | {cpu:.1f} CPU-s |")
-        for precision in ("fp32", "auto"):
-            command = [sys.executable, "-m", "textclf_cli", "predict", str(checkpoint), "A wonderful film.",
-                       "--format", "jsonl", "--precision", precision]
-            _, wall, cpu = timed(lambda c=command: subprocess.run(c, env=env, check=True, capture_output=True))
-            rows.append(f"| cold single `textclf predict`, --precision {precision} | {wall:.2f} s wall | "
-                        f"{cpu:.2f} CPU-s |")
+        rows.extend(cold_rows(checkpoint, Path(folder), env))
         rows.extend(onnx_rows(checkpoint, input_file, Path(folder), env, len(texts)))
+    return rows
+
+
+def cold_rows(checkpoint: Path, folder: Path, env: dict) -> list[str]:
+    """A cold single predict of the run (its own ONNX export, written by train, when the export extra is installed)
+    and of the checkpoint alone, copied out of its run (torch), median of 3 each."""
+    run_dir = checkpoint.parent.parent
+    alone = folder / "alone" / checkpoint.name
+    alone.parent.mkdir()
+    shutil.copy(checkpoint, alone)
+    has_export = (run_dir / "export" / "model.onnx").is_file()
+    cases = [(f"`textclf predict RUN` ({'its ONNX export, written by train' if has_export else 'no export: torch'})",
+              run_dir, "auto")]
+    cases += [(f"the checkpoint alone (torch), --precision {precision}", alone, precision) for precision in ("fp32", "auto")]
+    rows = []
+    for name, target, precision in cases:
+        command = [sys.executable, "-m", "textclf_cli", "predict", str(target), "A wonderful film.", "--format", "jsonl",
+                   "--precision", precision]
+        walls = [timed(lambda c=command: subprocess.run(c, env=env, check=True, capture_output=True))[1]
+                 for _ in range(3)]
+        rows.append(f"| cold single predict, {name} (median of 3) | {np.median(walls):.2f} s wall | "
+                    f"runs {', '.join(f'{w:.2f}' for w in walls)} s |")
     return rows
 
 

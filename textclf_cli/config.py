@@ -492,8 +492,8 @@ def config_to_dict(config: Config) -> dict[str, Any]:
 
 
 # a resumed run may train longer and change its bookkeeping; anything else makes another run
-RESUMABLE_KEYS = frozenset({"train.epochs", "output.keep_runs", "output.tensorboard"})
-RESUMABLE_HINT = "train.epochs (and output.keep_runs, output.tensorboard)"
+RESUMABLE_KEYS = frozenset({"train.epochs", "output.keep_runs", "output.tensorboard", "output.export_onnx"})
+RESUMABLE_HINT = "train.epochs (and output.keep_runs, output.tensorboard, output.export_onnx)"
 
 
 def check_resumable(stored: Config, current: Config, run_dir: Path) -> None:

@@ -59,8 +59,8 @@ class NgramLogReg(nn.Module):
             inside = torch.arange(width, device=token_ids.device)[None, :] < (lengths - n + 1)[:, None]
             parts.append((hashed + self.vocab_size).masked_fill(~inside, 0))
         ids = torch.cat(parts, dim=1).sort(dim=1).values
-        repeated = torch.zeros_like(ids, dtype=torch.bool)
-        repeated[:, 1:] = ids[:, 1:] == ids[:, :-1]
+        # a concatenation, not a slice assignment: traced, that exports as ScatterND, slow in onnxruntime
+        repeated = torch.cat([torch.zeros_like(ids[:, :1], dtype=torch.bool), ids[:, 1:] == ids[:, :-1]], dim=1)
         return ids.masked_fill(repeated, 0)
 
     def forward(self, token_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
