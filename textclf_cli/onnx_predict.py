@@ -43,13 +43,17 @@ def check_onnx_options(device: str, precision: str, overrides: list[str] | None)
         raise ConfigError(f"predict: an ONNX model needs onnxruntime, which is not installed: {EXTRAS_HINT}")
 
 
-def onnx_scorer(target: Path) -> Scorer:
-    """The scorer of an exported ONNX model (TARGET: the .onnx file or its sidecar .json)."""
+def onnx_scorer(target: Path, lazy: bool = False) -> Scorer:
+    """The scorer of an exported ONNX model (TARGET: the .onnx file or its sidecar .json). lazy: onnxruntime is
+    imported and the model loaded (~1 s) on the first texts to score, not before."""
     model_file, sidecar = export_files(target)
-    session = inference_session(model_file)
+    sessions = [] if lazy else [inference_session(model_file)]
     labels, max_length, truncate = list(sidecar["labels"]), int(sidecar["max_length"]), str(sidecar["truncate"])
 
     def score(encoded: EncodedSplit, batch_size: int, whole_input: bool) -> np.ndarray:
+        if not sessions:
+            sessions.append(inference_session(model_file))
+        session = sessions[0]
         probabilities = np.zeros((len(encoded), len(labels)), dtype=np.float32)
         order = np.argsort(np.clip(encoded.lengths, 1, max_length), kind="stable")  # similar lengths: less padding
         for start in range(0, len(order), batch_size):
@@ -82,7 +86,7 @@ def few_texts_scorer(model_file: Path, checkpoint_scorer: Callable[[], Scorer]) 
     """A run's export for an input of a few texts (a cold single predict, no torch import), its checkpoint for
     more (bf16 and several threads there outrun onnxruntime's fp32). Both run the same weights in fp32 for a
     few texts, so the path taken changes probabilities by no more than the export's parity check allows."""
-    export = onnx_scorer(model_file)
+    export = onnx_scorer(model_file, lazy=True)  # a large input never loads it
     loaded: list[Scorer] = []
 
     def score(encoded: EncodedSplit, batch_size: int, whole_input: bool) -> np.ndarray:

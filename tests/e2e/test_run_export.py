@@ -113,3 +113,13 @@ def test_a_failed_export_leaves_a_completed_run_that_predicts(tmp_path: Path, mo
     assert json.loads((run_dir / "status.json").read_text(encoding="utf-8"))["status"] == "completed"
     assert not (run_dir / "export").exists()
     assert [record["label"] for record in records(run_dir, *TEXTS)]
+
+
+def test_a_large_input_never_loads_the_export(run_dir: Path, tmp_path: Path) -> None:
+    reviews = tmp_path / "reviews.txt"
+    reviews.write_text("\n".join(f"{TEXTS[i % len(TEXTS)]} {i}" for i in range(BF16_MIN_TEXTS_ON_CPU)) + "\n",
+                       encoding="utf-8")
+    process, modules = imported_modules("predict", str(run_dir), "--input", str(reviews), "-f", "jsonl")
+    assert process.returncode == 0, process.stderr[-2000:]
+    assert len(process.stdout.splitlines()) == BF16_MIN_TEXTS_ON_CPU
+    assert "torch" in modules and "onnxruntime" not in modules  # onnxruntime's import and model load: ~1 s
