@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from textclf_cli.console import log
 from textclf_cli.data.prepared import EncodedSplit, truncate_ids
 from textclf_cli.data.text import TokenizerSettings
 from textclf_cli.data.vocab import PAD_ID
@@ -91,7 +92,10 @@ def few_texts_scorer(model_file: Path, checkpoint_scorer: Callable[[], Scorer]) 
 
     def score(encoded: EncodedSplit, batch_size: int, whole_input: bool) -> np.ndarray:
         if whole_input and len(encoded) < BF16_MIN_TEXTS_ON_CPU:
-            return export.score(encoded, batch_size, whole_input)
+            try:
+                return export.score(encoded, batch_size, whole_input)
+            except RunError as exc:  # e.g. a damaged model.onnx: the checkpoint beside it still predicts
+                log.warning(f"{exc}; predicting from the checkpoint")
         if not loaded:
             loaded.append(checkpoint_scorer())
         return loaded[0].score(encoded, batch_size, whole_input)

@@ -123,3 +123,11 @@ def test_a_large_input_never_loads_the_export(run_dir: Path, tmp_path: Path) -> 
     assert process.returncode == 0, process.stderr[-2000:]
     assert len(process.stdout.splitlines()) == BF16_MIN_TEXTS_ON_CPU
     assert "torch" in modules and "onnxruntime" not in modules  # onnxruntime's import and model load: ~1 s
+
+
+def test_a_damaged_export_falls_back_to_the_checkpoint(run_dir: Path, tmp_path: Path) -> None:
+    copy = Path(shutil.copytree(run_dir, tmp_path / "copy"))
+    (copy / "export" / "model.onnx").write_bytes(b"not a model")
+    result = ok(run_cli("predict", str(copy), *TEXTS, "--format", "jsonl"))
+    assert "onnxruntime cannot load it" in result.stderr and "predicting from the checkpoint" in result.stderr
+    assert_same_predictions([json.loads(line) for line in result.stdout.splitlines()], records(run_dir, *TEXTS))
