@@ -312,7 +312,7 @@ def predict(
 def _checkpoint_scorer(target: str, overrides: list[str] | None, device: str, precision: str):
     """The scorer of TARGET's checkpoint, or of its run's export for a few texts on the CPU in fp32. torch is
     imported only once the checkpoint is loaded, never on an ONNX path."""
-    from textclf_cli.onnx_predict import few_texts_scorer, fresh_run_export
+    from textclf_cli.onnx_predict import run_export_scorer
 
     checkpoint, run_dir = _resolve_target(target, overrides)
 
@@ -323,8 +323,9 @@ def _checkpoint_scorer(target: str, overrides: list[str] | None, device: str, pr
 
         return checkpoint_scorer(load_model(checkpoint, resolve_device(device)), precision)
 
-    export = fresh_run_export(checkpoint, run_dir) if device in ("auto", "cpu") and precision in ("auto", "fp32") else None
-    return from_checkpoint() if export is None else few_texts_scorer(export, from_checkpoint)
+    export = run_export_scorer(checkpoint, run_dir, from_checkpoint) \
+        if device in ("auto", "cpu") and precision in ("auto", "fp32") else None
+    return export or from_checkpoint()
 
 
 def check_predict_options(output_format: OutputFormat, output: Path | None, input_file: Path | None,

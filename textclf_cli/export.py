@@ -107,9 +107,7 @@ def export_for_predict(run_dir: Path, setting: bool | str) -> None:
         return
     checkpoint = run_dir / files.CHECKPOINTS_DIR / files.BEST_CHECKPOINT
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the exporter's deprecation notes are not the user's to act on
-            result = export_model(checkpoint, "onnx", default_output(checkpoint, run_dir, "onnx"))
+        result = export_model(checkpoint, "onnx", default_output(checkpoint, run_dir, "onnx"))
     except Exception as exc:  # any exporter failure: the checkpoint still predicts
         log.warning(f"output.export_onnx: no ONNX export ({str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}); "
                     f"predict uses the checkpoint")

@@ -3,6 +3,7 @@ torch, so a cold single predict skips torch's ~2 s import; reading texts and for
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 from collections.abc import Callable
 from dataclasses import fields, replace
@@ -17,7 +18,7 @@ from textclf_cli.data.text import TokenizerSettings
 from textclf_cli.data.vocab import PAD_ID
 from textclf_cli.errors import ConfigError, RunError
 from textclf_cli.files import EXPORT_DIR, EXPORT_ONNX
-from textclf_cli.predict import BF16_MIN_TEXTS_ON_CPU, Scorer
+from textclf_cli.predict import Scorer, few_texts
 from textclf_cli.sidecar import EXTRAS_HINT, checkpoint_stat, read_sidecar, sidecar_path
 
 EXPORT_AGAIN = "re-run `textclf export RUN --format onnx`"
@@ -44,23 +45,25 @@ def check_onnx_options(device: str, precision: str, overrides: list[str] | None)
         raise ConfigError(f"predict: an ONNX model needs onnxruntime, which is not installed: {EXTRAS_HINT}")
 
 
-def onnx_scorer(target: Path, lazy: bool = False) -> Scorer:
-    """The scorer of an exported ONNX model (TARGET: the .onnx file or its sidecar .json). lazy: onnxruntime is
-    imported and the model loaded (~1 s) on the first texts to score, not before."""
+def onnx_scorer(target: Path) -> Scorer:
+    """The scorer of an exported ONNX model (TARGET: the .onnx file or its sidecar .json)."""
     model_file, sidecar = export_files(target)
-    sessions = [] if lazy else [inference_session(model_file)]
+    session = functools.cache(lambda: inference_session(model_file))
+    session()  # a model onnxruntime cannot load fails now, before any input is read
+    return scorer_of(session, sidecar)
+
+
+def scorer_of(session: Callable[[], Any], sidecar: dict[str, Any]) -> Scorer:
+    """The scorer of an ONNX model given its (checked) sidecar; session() returns its onnxruntime session."""
     labels, max_length, truncate = list(sidecar["labels"]), int(sidecar["max_length"]), str(sidecar["truncate"])
 
     def score(encoded: EncodedSplit, batch_size: int, whole_input: bool) -> np.ndarray:
-        if not sessions:
-            sessions.append(inference_session(model_file))
-        session = sessions[0]
         probabilities = np.zeros((len(encoded), len(labels)), dtype=np.float32)
         order = np.argsort(np.clip(encoded.lengths, 1, max_length), kind="stable")  # similar lengths: less padding
         for start in range(0, len(order), batch_size):
             indices = order[start: start + batch_size]
             token_ids, lengths = padded_batch(encoded, indices, max_length, truncate)
-            probabilities[indices] = session.run(["probabilities"], {"token_ids": token_ids, "lengths": lengths})[0]
+            probabilities[indices] = session().run(["probabilities"], {"token_ids": token_ids, "lengths": lengths})[0]
         return probabilities
 
     thresholds = np.array(sidecar["thresholds"], dtype=np.float64) if sidecar["task"] == "multilabel" else None
@@ -68,37 +71,33 @@ def onnx_scorer(target: Path, lazy: bool = False) -> Scorer:
                   str(sidecar.get("label_separator") or "|"))  # sidecars before label_separator: the default
 
 
-def fresh_run_export(checkpoint: Path, run_dir: Path | None) -> Path | None:
-    """The run's own ONNX export (train writes it, output.export_onnx) when it was made from this very checkpoint
-    file and onnxruntime is installed; else None (predict loads the checkpoint)."""
+def run_export_scorer(checkpoint: Path, run_dir: Path | None, checkpoint_scorer: Callable[[], Scorer]
+                      ) -> Scorer | None:
+    """The run's own ONNX export (train writes it, output.export_onnx) for an input of a few texts (a cold single
+    predict, no torch import) and the checkpoint for more (bf16 and several threads there outrun onnxruntime's
+    fp32); None unless the export was made from this very checkpoint file and onnxruntime is installed. Both run
+    the same weights in fp32 for a few texts, so the probabilities differ by no more than the export's parity
+    check allows. onnxruntime and the model are loaded (~1 s) only when the export scores."""
     model_file = run_dir / EXPORT_DIR / EXPORT_ONNX if run_dir is not None else None
     if model_file is None or not model_file.is_file() or importlib.util.find_spec("onnxruntime") is None:
         return None
     try:
-        sidecar = read_sidecar(sidecar_path(model_file))
+        _, sidecar = export_files(model_file)
     except RunError:
         return None
     made_from = Path(str(sidecar.get("source_checkpoint", ""))).name
-    return model_file if made_from == checkpoint.name and sidecar.get("source_checkpoint_stat") == \
-        checkpoint_stat(checkpoint) else None
-
-
-def few_texts_scorer(model_file: Path, checkpoint_scorer: Callable[[], Scorer]) -> Scorer:
-    """A run's export for an input of a few texts (a cold single predict, no torch import), its checkpoint for
-    more (bf16 and several threads there outrun onnxruntime's fp32). Both run the same weights in fp32 for a
-    few texts, so the path taken changes probabilities by no more than the export's parity check allows."""
-    export = onnx_scorer(model_file, lazy=True)  # a large input never loads it
-    loaded: list[Scorer] = []
+    if made_from != checkpoint.name or sidecar.get("source_checkpoint_stat") != checkpoint_stat(checkpoint):
+        return None
+    export = scorer_of(functools.cache(lambda: inference_session(model_file)), sidecar)
+    from_checkpoint = functools.cache(checkpoint_scorer)
 
     def score(encoded: EncodedSplit, batch_size: int, whole_input: bool) -> np.ndarray:
-        if whole_input and len(encoded) < BF16_MIN_TEXTS_ON_CPU:
+        if few_texts(encoded, whole_input):
             try:
                 return export.score(encoded, batch_size, whole_input)
             except RunError as exc:  # e.g. a damaged model.onnx: the checkpoint beside it still predicts
                 log.warning(f"{exc}; predicting from the checkpoint")
-        if not loaded:
-            loaded.append(checkpoint_scorer())
-        return loaded[0].score(encoded, batch_size, whole_input)
+        return from_checkpoint().score(encoded, batch_size, whole_input)
 
     return replace(export, score=score)
 

@@ -99,6 +99,12 @@ def predict(checkpoint_path: Path, texts: list[str], device_spec: str = "auto", 
 BF16_MIN_TEXTS_ON_CPU = 4096
 
 
+def few_texts(encoded: EncodedSplit, whole_input: bool) -> bool:
+    """All of this predict's texts, and too few for bf16 to pay on a CPU: `auto` scores them in fp32 (and a run's
+    ONNX export, fp32 too, may score them instead of the checkpoint)."""
+    return whole_input and len(encoded) < BF16_MIN_TEXTS_ON_CPU
+
+
 def checkpoint_scorer(loaded: LoadedModel, precision: str = "auto") -> Scorer:
     """The scorer of a loaded checkpoint: its model on its device, in the precision asked for."""
     from textclf_cli.inference import log_probabilities, model_logits
@@ -108,7 +114,7 @@ def checkpoint_scorer(loaded: LoadedModel, precision: str = "auto") -> Scorer:
     device = next(model.parameters()).device
 
     def score(encoded: EncodedSplit, batch_size: int, whole_input: bool) -> np.ndarray:
-        few = whole_input and len(encoded) < BF16_MIN_TEXTS_ON_CPU and device.type == "cpu"
+        few = few_texts(encoded, whole_input) and device.type == "cpu"
         dtype = inference_dtype("fp32" if precision == "auto" and few else precision, device)
         if loaded.task == "multilabel":
             return sigmoid(model_logits(model, encoded, max_length, truncate, batch_size, device, dtype))

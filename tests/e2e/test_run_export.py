@@ -16,7 +16,7 @@ from tests.conftest import run_cli, tiny_config
 from tests.e2e.test_onnx_predict import TEXTS, assert_same_predictions, imported_modules, ok, records
 from textclf_cli import export as exporting
 from textclf_cli.data.prepared import EncodedSplit
-from textclf_cli.onnx_predict import few_texts_scorer
+from textclf_cli.onnx_predict import run_export_scorer
 from textclf_cli.predict import BF16_MIN_TEXTS_ON_CPU, Scorer
 from textclf_cli.sidecar import checkpoint_stat
 
@@ -76,7 +76,7 @@ def test_many_texts_or_a_stream_take_the_checkpoint(run_dir: Path) -> None:
         loaded.append(True)
         return Scorer(scorer.tokenizer, scorer.vocab, scorer.labels, lambda encoded, *_: np.full((len(encoded), 2), 7.0))
 
-    scorer = few_texts_scorer(run_dir / "export" / "model.onnx", checkpoint_scorer)
+    scorer = run_export_scorer(run_dir / "checkpoints" / "best.pt", run_dir, checkpoint_scorer)
 
     def split(n: int) -> EncodedSplit:
         return EncodedSplit(np.full(n, 5, dtype=np.int32), np.arange(n + 1, dtype=np.int64), np.zeros(n, dtype=np.int64))
