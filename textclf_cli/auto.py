@@ -37,6 +37,10 @@ def resolve_auto(config: Config, data: PreparedData) -> Config:
         ngram.buckets = auto_buckets(lengths, resolved.vocab.max_length, len(data.labels))
         key = "model.buckets" if resolved.model.type == "ngram" else "model.ensemble.buckets"
         log.info(f"{key} auto -> {ngram.buckets} hash buckets for n-grams")
+    if resolved.train.refit == AUTO:
+        resolved.train.refit = resolved.data.valid is None
+        log.info(f"train.refit auto -> {str(resolved.train.refit).lower()} "
+                 f"({'validation is carved from the training data' if resolved.train.refit else 'data.valid is its own file'})")
     return resolved
 
 

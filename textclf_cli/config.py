@@ -143,6 +143,9 @@ class TrainConfig(Strict):
     num_threads: int | None = Field(None, ge=1)
     precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"
     compile: bool = False
+    # after training, a fresh model trains on train + valid for the epochs validation chose (refit.py) and becomes
+    # best.pt. auto: when the validation split is carved from the training data (data.valid not set)
+    refit: bool | Literal["auto"] = AUTO
 
     @field_validator("threshold", mode="before")
     @classmethod
@@ -492,8 +495,9 @@ def config_to_dict(config: Config) -> dict[str, Any]:
 
 
 # a resumed run may train longer and change its bookkeeping; anything else makes another run
-RESUMABLE_KEYS = frozenset({"train.epochs", "output.keep_runs", "output.tensorboard", "output.export_onnx"})
-RESUMABLE_HINT = "train.epochs (and output.keep_runs, output.tensorboard, output.export_onnx)"
+RESUMABLE_KEYS = frozenset({"train.epochs", "train.refit", "output.keep_runs", "output.tensorboard",
+                            "output.export_onnx"})
+RESUMABLE_HINT = "train.epochs (and train.refit, output.keep_runs, output.tensorboard, output.export_onnx)"
 
 
 def check_resumable(stored: Config, current: Config, run_dir: Path) -> None:

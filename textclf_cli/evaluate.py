@@ -49,6 +49,10 @@ def evaluate(checkpoint_path: Path, run_dir: Path | None, split: str = "test", d
         targets, logits = labelled_file_outputs(data_file, loaded, batch_size, dtype)
         name = f"data-{data_file.stem.removesuffix('.csv').removesuffix('.tsv').removesuffix('.jsonl')}"
     else:
+        if split == "valid" and loaded.checkpoint.get("refit"):
+            log.warning(f"{checkpoint_path} was refitted on train + valid (train.refit): its validation figures are "
+                        f"not held out; evaluate {files.CHECKPOINTS_DIR}/{files.SELECTED_CHECKPOINT} for the model "
+                        f"chosen on validation")
         encoded, name = prepared_split(loaded, split, run_dir), split
         targets = np.asarray(encoded.targets)
         logits = model_logits(loaded.model, encoded, loaded.max_length, loaded.truncate, batch_size, device, dtype)
@@ -56,6 +60,8 @@ def evaluate(checkpoint_path: Path, run_dir: Path | None, split: str = "test", d
     metrics.update(checkpoint=str(checkpoint_path), data=str(data_file) if data_file else split,
                    checkpoint_epoch=loaded.checkpoint.get("epoch"))
     base = run_dir if run_dir is not None else checkpoint_path.parent
+    if run_dir is not None and checkpoint_path.name != files.BEST_CHECKPOINT:  # e.g. selected.pt: beside best's
+        name = f"{name}-{checkpoint_path.stem}"
     out_dir = base / files.EVALUATION_DIR / name
     write = write_multilabel_evaluation if loaded.task == "multilabel" else write_evaluation
     write(out_dir, metrics, report_text)

@@ -9,6 +9,7 @@ CURVES_PNG = "training_curves.png"
 CHECKPOINTS_DIR = "checkpoints"
 BEST_CHECKPOINT = "best.pt"
 LAST_CHECKPOINT = "last.pt"
+SELECTED_CHECKPOINT = "selected.pt"  # train.refit: the model chosen on validation (best.pt is its refit)
 EVALUATION_DIR = "evaluation"
 LATEST_LINK = "latest"
 BEST_LINK = "best"

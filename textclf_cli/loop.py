@@ -66,6 +66,7 @@ class TrainState:
     member_best_epoch: list[int] | None = None
     member_epochs_without_improvement: list[int] | None = None
     members_stopped: list[bool] | None = None  # ensemble: the members whose training has ended
+    best_member_epochs: list[int] | None = None  # epochs of training behind each member's weights in best.pt
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -125,7 +126,7 @@ def fit(trainer: Trainer, state: TrainState, on_epoch_end: Callable[[TrainState,
     if state.members_stopped is not None:  # a resumed ensemble: members that had stopped stay stopped
         model.stopped[:] = state.members_stopped
     for epoch in range(state.epoch + 1, settings.epochs + 1):
-        if every_member_stopped(state):  # a resumed run whose members had all stopped: nothing left to train
+        if every_member_stopped(state) or out_of_patience(state, settings):  # a resumed run that had stopped early
             break
         clock = time.perf_counter()
         with cuda_oom_hint(trainer, f"training epoch {epoch}", f"train.batch_size (now {settings.batch_size})"):
@@ -153,6 +154,7 @@ def fit(trainer: Trainer, state: TrainState, on_epoch_end: Callable[[TrainState,
         improved = is_better(settings.monitor, value, state.best_metric)
         if improved:
             state.best_metric, state.best_epoch, state.epochs_without_improvement = value, epoch, 0
+            state.best_member_epochs = epochs_behind_weights(model, state)
         elif valid.get("member_improved"):  # an ensemble member still learning: not an epoch without improvement
             state.epochs_without_improvement = 0
         else:
@@ -170,7 +172,7 @@ def fit(trainer: Trainer, state: TrainState, on_epoch_end: Callable[[TrainState,
         if every_member_stopped(state):
             log.info("early stopping: every ensemble member has stopped improving")
             break
-        if settings.patience and state.epochs_without_improvement >= settings.patience:
+        if out_of_patience(state, settings):
             log.info(f"early stopping: {settings.monitor} has not improved for {settings.patience} epoch(s)")
             break
     return state
@@ -178,6 +180,18 @@ def fit(trainer: Trainer, state: TrainState, on_epoch_end: Callable[[TrainState,
 
 def every_member_stopped(state: TrainState) -> bool:
     return bool(state.members_stopped) and all(state.members_stopped)
+
+
+def out_of_patience(state: TrainState, settings: LoopSettings) -> bool:
+    return bool(settings.patience) and state.epochs_without_improvement >= settings.patience
+
+
+def epochs_behind_weights(model: nn.Module, state: TrainState) -> list[int]:
+    """How many epochs trained each member's current weights (one entry for a single model): a stopped
+    ensemble member went back to its best epoch's weights. The refit on train + valid trains that long."""
+    stopped = getattr(model, "stopped", [False])
+    return [state.member_best_epoch[index] if is_stopped and state.member_best_epoch else state.epoch
+            for index, is_stopped in enumerate(stopped)]
 
 
 def train_one_epoch(trainer: Trainer, epoch: int) -> tuple[float, float]:

@@ -42,6 +42,7 @@ from textclf_cli.models import build_model, fit_counts, min_width, model_kwargs
 from textclf_cli.optim import build_loss, build_multilabel_loss, build_optimizer, build_scheduler
 from textclf_cli.precision import resolve_precision
 from textclf_cli.prepare import prepare
+from textclf_cli.refit import refit, restore_selected
 from textclf_cli.runs import (
     COMPLETED,
     FAILED,
@@ -145,20 +146,27 @@ def _train_in(run_dir: Path, config: Config, data: PreparedData, amp: Any, resum
         if on_epoch is not None:
             on_epoch(run_dir, state)
 
+    refitted, refitting = None, False
     try:
         with trainer.stop:
             fit(trainer, state, on_epoch_end)
+            if config.train.refit:
+                refitting = True
+                refitted = refit(run_dir, config, data, amp, processes, state, trainer.stop)
     except StopRequested as stop:
         # last.pt already holds the end of the last completed epoch (or epoch 0), written atomically. The partial
         # epoch is dropped rather than saved: a resumed run then replays it with the same batch order, RNG state
-        # and lr schedule as an uninterrupted run, instead of counting its optimizer steps twice.
+        # and lr schedule as an uninterrupted run, instead of counting its optimizer steps twice. An interrupted
+        # refit starts again from its first epoch on resume.
         resume_hint = f"resume with: textclf train CONFIG --resume {run_dir}"
+        where = "the refit on train + valid" if refitting else f"epoch {state.epoch + 1}"
         if is_main:
             write_status(run_dir, INTERRUPTED, finished_at=now_iso(), epochs_completed=state.epoch,
-                         message=f"stopped by {stop} during epoch {state.epoch + 1}; {resume_hint}")
+                         message=f"stopped by {stop} during {where}; {resume_hint}")
         processes.barrier()  # under torchrun the first rank to exit gets the others killed: let rank 0 finish writing
-        raise Interrupted(f"interrupted by {stop} during epoch {state.epoch + 1}; "
-                          f"{run_dir / files.CHECKPOINTS_DIR / files.LAST_CHECKPOINT} holds epoch {state.epoch}; "
+        holds = (f"{files.BEST_CHECKPOINT} holds the model chosen on validation (epoch {state.best_epoch})"
+                 if refitting else f"{files.LAST_CHECKPOINT} holds epoch {state.epoch}")
+        raise Interrupted(f"interrupted by {stop} during {where}; {run_dir / files.CHECKPOINTS_DIR}/{holds}; "
                           f"{resume_hint}") from None
     except (TextclfError, Exception) as exc:
         if is_main:
@@ -171,7 +179,7 @@ def _train_in(run_dir: Path, config: Config, data: PreparedData, amp: Any, resum
         return TrainResult(run_dir, state)
     with trainer.stop:  # the run is trained: a signal now waits until it is recorded as completed
         curves.hparams(config_to_dict(config), state.history, state.best_epoch)
-        return finish_run(run_dir, config, state, promote_if_better)
+        return finish_run(run_dir, config, state, promote_if_better, refitted)
 
 
 def _set_up(run_dir: Path, config: Config, data: PreparedData, amp: Any, resuming: bool,
@@ -181,9 +189,11 @@ def _set_up(run_dir: Path, config: Config, data: PreparedData, amp: Any, resumin
     is_main, device = processes.is_main, processes.device
     if resuming:
         trainer, state, meta = build_trainer(config, data, amp, run_dir, processes)
+        if is_main:
+            restore_selected(run_dir)
     if is_main:
         # a resumed run keeps its started_at and drops what the interruption wrote
-        when = {"resumed_at": now_iso(), "finished_at": None, "message": None} if resuming else {"started_at": now_iso()}
+        when = {"resumed_at": now_iso(), "finished_at": None, "message": None, "refit": None} if resuming else {"started_at": now_iso()}
         write_status(run_dir, RUNNING, experiment=config.experiment, run_id=run_dir.name, **when, device=str(device),
                      precision=amp.name, world_size=processes.world_size)
         write_text_atomic(run_dir / files.CONFIG_FILE, resolved_config_yaml(config, data.meta.get("fingerprint")))
@@ -300,13 +310,14 @@ def resume_run_dir(config: Config, run_dir: Path) -> tuple[Path, Config]:
     return run_dir, stored
 
 
-def finish_run(run_dir: Path, config: Config, state: TrainState, promote_if_better: bool) -> TrainResult:
+def finish_run(run_dir: Path, config: Config, state: TrainState, promote_if_better: bool,
+               refitted: dict[str, Any] | None = None) -> TrainResult:
     from textclf_cli.report import plot_training_curves
 
     plot_training_curves(pd.DataFrame(state.history), run_dir / files.CURVES_PNG)
     export_for_predict(run_dir, config.output.export_onnx)  # before `completed`: predict may take it from then on
     summary = {"finished_at": now_iso(), "epochs_completed": state.epoch, "best_epoch": state.best_epoch,
-               "best_metric": state.best_metric, "monitor": config.train.monitor}
+               "best_metric": state.best_metric, "monitor": config.train.monitor, "refit": refitted}
     write_status(run_dir, COMPLETED, **summary)
     update_latest(run_dir)
     if promote_if_better:

@@ -160,9 +160,11 @@ class TrialRunner:
         raw = spaces.apply_params(self.base, params)
         raw["experiment"] = self.study_dir.name
         # its run goes into the study folder, which keeps its own top trials (no output.keep_runs there); trials are
-        # not exported (output.export_onnx): `textclf export` makes the chosen one servable
+        # not exported (output.export_onnx): `textclf export` makes the chosen one servable; trials are compared on
+        # validation, so none is refitted on it (train.refit)
         raw["output"] = {**raw.get("output", {}), "runs_dir": str(self.study_dir.parent), "keep_runs": None,
                          "export_onnx": False}
+        raw["train"] = {**raw.get("train", {}), "refit": False}
         try:
             return validate_config(raw, source=f"trial {trial.number}")
         except ConfigError as exc:  # e.g. a sampled combination that the config refuses

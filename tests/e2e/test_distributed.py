@@ -19,7 +19,7 @@ from textclf_cli.checkpoint import load_model
 from textclf_cli.predict import predict_with
 
 RUN_FILES = {"config.yaml", "status.json", "history.csv", "train.log", "training_curves.png",
-             "checkpoints/best.pt", "checkpoints/last.pt"}
+             "checkpoints/best.pt", "checkpoints/last.pt", "checkpoints/selected.pt"}
 EPOCHS = 3
 METRIC_COLUMNS = ["epoch", "train_loss", "train_accuracy", "valid_loss", "valid_accuracy", "valid_f1_macro", "lr"]
 TIMEOUT_S = 180  # generous: the machine running the suite may be shared
@@ -57,9 +57,11 @@ class DistributedRun:
 
 @pytest.fixture(scope="module")
 def ddp_run(tmp_path_factory) -> DistributedRun:
-    """One uninterrupted 2-process run of EPOCHS epochs (shared: torchrun start-up costs seconds per process)."""
+    """One uninterrupted 2-process run of EPOCHS epochs, refitted on train + valid (shared: torchrun start-up costs
+    seconds per process)."""
     root = tmp_path_factory.mktemp("ddp")
-    config = tiny_config(root, train={"epochs": EPOCHS}, output={"runs_dir": str(root / "runs"), "tensorboard": True})
+    config = tiny_config(root, train={"epochs": EPOCHS, "refit": True},
+                         output={"runs_dir": str(root / "runs"), "tensorboard": True})
     return DistributedRun(root, config, torchrun("train", str(config), cwd=root))
 
 
@@ -72,6 +74,9 @@ def test_two_processes_write_exactly_one_run_folder(ddp_run):
     assert len(tensorboard) == 2  # rank 0's scalars and hparams event files; rank 1 writes none
     status = read_json(run_dir / "status.json")
     assert (status["status"], status["world_size"], status["epochs_completed"]) == ("completed", 2, EPOCHS)
+    # both ranks refit (the members of a DDP ensemble train as long as each other), rank 0 writes best.pt
+    assert status["refit"]["epochs"] == {"network": status["best_epoch"], "ngram": status["best_epoch"]}
+    assert ddp_run.result.stderr.count("INFO refit epoch 1/") == 1
     assert pd.read_csv(run_dir / "history.csv")["epoch"].tolist() == list(range(1, EPOCHS + 1))
     assert (ddp_run.root / "runs/tiny/latest").resolve() == run_dir.resolve()
 

@@ -94,7 +94,7 @@ def multilabel_config(tmp_path: Path, fmt: str = "csv", model: str = "cnn", sepa
         "vocab": {"max_size": 500, "min_freq": 1, "max_length": 50},
         "model": MODELS[model],
         "train": {"epochs": EPOCHS, "batch_size": 8, "lr": 0.02, "early_stopping_patience": None,
-                  "monitor": "valid_f1_micro", **train},
+                  "monitor": "valid_f1_micro", "refit": False, **train},
         "output": {"runs_dir": str(tmp_path / "runs"), "export_onnx": False},  # covered by test_run_export.py
     }
     path = tmp_path / "config.yaml"

@@ -29,7 +29,8 @@ SPACE = {"train.lr": {"low": 1e-3, "high": 3e-2, "log": True}, "model.dropout": 
 
 
 def tune_config(tmp_path: Path, epochs: int = 2, **sections: object) -> Path:
-    return tiny_config(tmp_path, train={"epochs": epochs}, tune=SPACE, **sections)
+    # refit auto: trials are never refitted (compared on validation), the tuned config keeps auto
+    return tiny_config(tmp_path, train={"epochs": epochs, "refit": "auto"}, tune=SPACE, **sections)
 
 
 def tune(config: Path, *args: str):
@@ -70,10 +71,14 @@ def test_three_trial_study_writes_a_best_yaml_that_trains_to_the_same_metric(tmp
     assert {str(path) for path in kept} == set(trials["run_dir"].dropna())  # 3 trials: every completed one kept
     assert (study / "best").resolve() == Path(best["run_dir"]).resolve()
     assert read_status(Path(best["run_dir"]))["status"] == "completed"
+    for trial_dir in kept:
+        assert load_config(trial_dir / "config.yaml").train.refit is False
+        assert not (trial_dir / "checkpoints/selected.pt").exists()
 
     tuned = load_config(Path(best_yaml))
     assert tuned.experiment == "tiny" and tuned.output.runs_dir == tmp_path / "runs" and tuned.tune is None
     assert (tuned.train.lr, tuned.model.dropout) == (best["train.lr"], best["model.dropout"])
+    assert tuned.train.refit == "auto"
     trained = run_cli("train", best_yaml)
     assert trained.exit_code == 0, trained.output
     run_dir = Path(trained.stdout.strip().splitlines()[-1])

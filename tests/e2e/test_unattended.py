@@ -140,7 +140,8 @@ def test_resume_refuses_a_changed_config_naming_the_keys(tmp_path):
                       "--set", "model.num_filters=4", "--set", "train.epochs=2")
     assert refused.exit_code == 2
     assert (f"error: --resume {run_dir}: the config differs from the run's in model.num_filters, train.lr; "
-            f"only train.epochs (and output.keep_runs, output.tensorboard, output.export_onnx) may change when resuming") in refused.stderr
+            f"only train.epochs (and train.refit, output.keep_runs, output.tensorboard, output.export_onnx) may change "
+            f"when resuming") in refused.stderr
     assert history(Path(run_dir))["epoch"].tolist() == [1]
 
     extended = run_cli("train", str(config), "--resume", run_dir, "--set", "train.epochs=2", "--quiet")

@@ -181,4 +181,4 @@ def test_resume_allows_more_epochs_and_names_every_other_change(minimal: Path) -
     message = str(error.value)
     assert message.startswith("--resume runs/x/1: the config differs from the run's in model.")
     assert "train.lr" in message and "train.epochs" not in message.split(";")[0]
-    assert message.endswith("; only train.epochs (and output.keep_runs, output.tensorboard, output.export_onnx) may change when resuming")
+    assert message.endswith("; only train.epochs (and train.refit, output.keep_runs, output.tensorboard, output.export_onnx) may change when resuming")
