@@ -16,6 +16,7 @@ import textclf_cli.refit as refit_module
 from tests.conftest import run_cli, tiny_config, tiny_examples, write_table
 from tests.e2e.test_multilabel import multilabel_config
 from textclf_cli.checkpoint import load_checkpoint
+from textclf_cli.config import TrainConfig
 from textclf_cli.data.prepared import EncodedSplit, PreparedData
 from textclf_cli.loop import StopRequested
 from textclf_cli.refit import with_valid_in_train
@@ -137,7 +138,8 @@ def test_resuming_a_refitted_run_for_more_epochs_starts_from_the_selected_model(
     assert saved["best"]["refit"]["epochs"]["ngram"] == status(run_dir)["best_epoch"]
 
 
-def test_refit_off_writes_no_selected_model(tmp_path: Path) -> None:
+def test_refit_is_off_by_default_and_off_writes_no_selected_model(tmp_path: Path) -> None:
+    assert TrainConfig().refit is False
     run_dir = train(tiny_config(tmp_path, train={"epochs": 1, "refit": False}))
     assert sorted(checkpoints(run_dir)) == ["best", "last"] and "refit epoch" not in (run_dir / "train.log").read_text()
 
