@@ -77,7 +77,8 @@ class NgramConfig(Strict):
     """NBSVM-style logistic regression over hashed word n-grams (models/ngram.py); alone or as an ensemble member."""
 
     type: Literal["ngram"] = "ngram"
-    ngrams: int = Field(3, ge=1, le=4)
+    # longest n-gram; auto: 3 on a training split of >= 1M tokens, else 2 (textclf_cli/auto.py)
+    ngrams: Annotated[int, Field(ge=1, le=4)] | Literal["auto"] = AUTO
     # hash space for n-grams of order >= 2; auto: about one bucket per training token, 2^14 to 2^23 (textclf_cli/auto.py)
     buckets: Annotated[int, Field(ge=1)] | Literal["auto"] = AUTO
     min_df: int = Field(2, ge=1)

@@ -39,3 +39,15 @@ def test_a_run_with_a_resolved_auto_length_can_be_resumed_with_auto() -> None:
     current = validate_config({"experiment": "e", "data": {"train": "t.csv"}}, "test")
     stored = validate_config({"experiment": "e", "data": {"train": "t.csv"}, "vocab": {"max_length": 96}}, "test")
     check_resumable(stored, current, Path("runs/e/1"))  # no error
+
+
+def test_auto_ngrams_take_trigrams_only_from_a_million_training_tokens() -> None:
+    config = validate_config({"experiment": "e", "data": {"train": "t.csv"}, "vocab": {"max_length": 400}}, "test")
+    assert config.model.ensemble.ngrams == "auto"
+    sentences = resolve_auto(config, prepared_with_lengths([20] * 10_000))  # 200k tokens
+    assert sentences.model.ensemble.ngrams == 2
+    reviews = resolve_auto(config, prepared_with_lengths([1000] * 2_500))  # 2.5M tokens, 1M once cut to 400
+    assert reviews.model.ensemble.ngrams == 3
+    alone = validate_config({"experiment": "e", "data": {"train": "t.csv"}, "model": {"type": "ngram", "ngrams": 1}},
+                            "test")
+    assert resolve_auto(alone, prepared_with_lengths([20] * 10)).model.ngrams == 1  # an explicit value stays
