@@ -41,7 +41,7 @@ def resolve_auto(config: Config, data: PreparedData) -> Config:
     if ngram is not None and ngram.ngrams == AUTO:
         tokens = training_tokens(lengths, resolved.vocab.max_length)
         ngram.ngrams = 3 if tokens >= TRIGRAM_MIN_TOKENS else 2
-        log.info(f"{key}.ngrams auto -> {ngram.ngrams} ({tokens} training tokens; trigrams from "
+        log.info(f"{key}.ngrams auto -> {ngram.ngrams} ({tokens:,} training tokens; trigrams from "
                  f"{TRIGRAM_MIN_TOKENS:,} on)")
     if ngram is not None and ngram.buckets == AUTO:
         ngram.buckets = auto_buckets(lengths, resolved.vocab.max_length, len(data.labels))

@@ -181,8 +181,9 @@ def train(
         if not processes.is_main:  # rank 0 alone reports the run
             return
     state = result.state
+    refitted = " (selected.pt); best.pt refitted on train + valid" if result.refitted else ""
     console.log.info(f"completed {state.epoch} epoch(s); best {config.train.monitor} "
-                     f"{state.best_metric:.4f} at epoch {state.best_epoch}")
+                     f"{state.best_metric:.4f} at epoch {state.best_epoch}{refitted}")
     console.result(str(result.run_dir))
 
 

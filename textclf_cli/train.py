@@ -65,6 +65,7 @@ EpochHook = Callable[[Path, TrainState], None]
 class TrainResult:
     run_dir: Path
     state: TrainState
+    refitted: dict[str, Any] | None = None  # train.refit: what status.json records of the refit
 
 
 def train(config: Config, processes: Processes, resume: Path | None = None, promote_if_better: bool = False,
@@ -326,7 +327,7 @@ def finish_run(run_dir: Path, config: Config, state: TrainState, promote_if_bett
         log.info(promotion)  # here, not in cli.py, so that train.log records the decision too
     if config.output.keep_runs:
         keep_newest_runs(run_dir.parent, config.output.keep_runs)
-    return TrainResult(run_dir, state)
+    return TrainResult(run_dir, state, refitted)
 
 
 def keep_newest_runs(experiment_dir: Path, keep: int) -> None:

@@ -122,6 +122,7 @@ def test_an_interrupted_refit_keeps_the_selected_model_and_resumes_into_the_refi
 
     resumed = ok(run_cli("train", str(config), "--resume", str(run_dir)))
     assert "INFO epoch " not in resumed.stderr and "INFO refit epoch 1/" in resumed.stderr  # no selection epoch again
+    assert " (selected.pt); best.pt refitted on train + valid\n" in resumed.stderr
     assert pd.read_csv(run_dir / "history.csv")["epoch"].tolist() == [1, 2]
     assert status(run_dir)["status"] == "completed" and sorted(checkpoints(run_dir)) == ["best", "last", "selected"]
 
