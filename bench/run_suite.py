@@ -1,10 +1,13 @@
 """The benchmark suite: default CNN and LSTM on every shared dataset, the shipped IMDb configs, TF-IDF+LR beside them.
 
 usage: python bench/run_suite.py [--datasets-dir ../shared/datasets] [--only mr,cr ...] [--skip-imdb]
-                                 [--precision fp32]
+                                 [--precision fp32] [--set train.compile=true ...] [--section suite-gpu]
+       python bench/run_suite.py --from-json bench/work/a.json bench/work/b.json --section suite-gpu
 Every textclf command runs as its own subprocess, so one failed run is a row marked failed and the suite goes on.
 Writes its table between `<!-- suite:begin -->` and `<!-- suite:end -->` in bench/RESULTS.md (the rest of the
-file is kept) and every number to bench/work/suite.json.
+file is kept) and every number to bench/work/suite.json; `--section NAME` writes NAME's markers and NAME.json, so
+a GPU run or a compiled run keeps its own table beside the CPU one. `--from-json` runs nothing: it writes the
+section from saved JSON files, in order (a suite split into parts on a machine lent for minutes at a time).
 """
 
 from __future__ import annotations
@@ -15,10 +18,12 @@ import json
 import os
 import platform
 import shlex
+import statistics
 import subprocess
 import sys
 import tarfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -31,7 +36,12 @@ CSV_DATASETS = ("mr", "subj", "cr", "mpqa", "agnews")
 IMDB = "imdb"
 IMDB_ARCHIVE = Path("imdb") / "aclImdb_v1.tar.gz"
 SHIPPED_CONFIGS = ("configs/cnn.yaml", "configs/lstm.yaml")
+SECTION = "suite"
 BEGIN, END = "<!-- suite:begin -->", "<!-- suite:end -->"
+
+
+def markers(section: str) -> tuple[str, str]:
+    return f"<!-- {section}:begin -->", f"<!-- {section}:end -->"
 
 
 @dataclass
@@ -57,6 +67,9 @@ class RunResult:
     valid_accuracy: float | None = None
     test_accuracy: float | None = None
     f1_macro: float | None = None
+    first_epoch_s: float | None = None  # includes torch.compile's compiling and CUDA's warm-up
+    epoch_s: float | None = None  # median of the later epochs
+    gpu_memory_mb: float | None = None  # the largest epoch's peak, on CUDA
     commands: list[str] = field(default_factory=list)
 
 
@@ -162,9 +175,11 @@ def write_config(config: dict, path: Path) -> Path:
     return path
 
 
-def train_and_evaluate(result: RunResult, config: Path, overrides: list[str], precision: str | None) -> RunResult:
+def train_and_evaluate(result: RunResult, config: Path, overrides: list[str], precision: str | None,
+                       train_overrides: list[str] = ()) -> RunResult:
     sets = [part for value in overrides for part in ("--set", value)]
     train_sets = sets + (["--set", f"train.precision={precision}"] if precision else [])
+    train_sets += [part for value in train_overrides for part in ("--set", value)]
     try:
         _, result.prepare_s = run_step(textclf("prepare", str(config), *sets), result)
         out, result.train_s = run_step(textclf("train", str(config), "--quiet", *train_sets), result)
@@ -182,7 +197,8 @@ def train_and_evaluate(result: RunResult, config: Path, overrides: list[str], pr
 
 
 def read_training(run_dir: Path, result: RunResult) -> None:
-    """Epochs and best epoch from status.json, validation accuracy of the best epoch from history.csv."""
+    """Epochs and best epoch from status.json; the best epoch's validation accuracy, epoch times and peak GPU
+    memory from history.csv."""
     status = json.loads((run_dir / "status.json").read_text(encoding="utf-8"))
     result.epochs, result.best_epoch = status.get("epochs_completed"), status.get("best_epoch")
     with (run_dir / "history.csv").open(encoding="utf-8") as handle:
@@ -190,21 +206,26 @@ def read_training(run_dir: Path, result: RunResult) -> None:
     best = [row for row in history if str(row.get("epoch")) == str(result.best_epoch)]
     if best and best[0].get("valid_accuracy") not in (None, ""):
         result.valid_accuracy = float(best[0]["valid_accuracy"])
+    seconds = [float(row["seconds"]) for row in history if row.get("seconds") not in (None, "")]
+    if seconds:
+        result.first_epoch_s = seconds[0]
+        result.epoch_s = statistics.median(seconds[1:] or seconds)
+    memory = [float(row["gpu_memory_mb"]) for row in history if row.get("gpu_memory_mb") not in (None, "")]
+    result.gpu_memory_mb = max(memory) if memory else None
 
 
-def run_dataset(dataset: str, datasets_dir: Path, precision: str | None) -> list[RunResult]:
-    results = []
+def run_dataset(dataset: str, datasets_dir: Path, precision: str | None,
+                train_overrides: list[str] = ()) -> Iterator[RunResult]:
     for model in ("cnn", "lstm"):
         config = write_config(default_config(dataset, model, datasets_dir),
                               WORK / "configs" / f"{dataset}-{model}.yaml")
-        results.append(train_and_evaluate(RunResult(dataset, f"default {model}"), config, [], precision))
+        yield train_and_evaluate(RunResult(dataset, f"default {model}"), config, [], precision, train_overrides)
     if dataset == IMDB:
         archive = datasets_dir / IMDB_ARCHIVE
         for shipped in SHIPPED_CONFIGS:
             overrides = [f"data.train={archive}", f"data.prepared_dir={WORK / 'prepared'}",
                          f"output.runs_dir={WORK / 'runs'}"]
-            results.append(train_and_evaluate(RunResult(dataset, shipped), ROOT / shipped, overrides, precision))
-    return results
+            yield train_and_evaluate(RunResult(dataset, shipped), ROOT / shipped, overrides, precision, train_overrides)
 
 
 # ---- the machine ----
@@ -226,9 +247,13 @@ def machine() -> dict:
         cores = os.cpu_count()
     import torch
 
-    return {"cpu": cpu, "cores": cores, "amx": sorted(flag for flag in flags if flag.startswith("amx")),
+    info = {"cpu": cpu, "cores": cores, "amx": sorted(flag for flag in flags if flag.startswith("amx")),
             "avx512_bf16": "avx512_bf16" in flags, "torch": torch.__version__, "python": platform.python_version(),
             "system": f"{platform.system()} {platform.release()}"}
+    if torch.cuda.is_available():  # device auto trains there
+        properties = torch.cuda.get_device_properties(0)
+        info["gpu"] = f"{properties.name}, {properties.total_memory / 2**30:.0f} GiB, CUDA {torch.version.cuda}"
+    return info
 
 
 # ---- the table and RESULTS.md ----
@@ -251,20 +276,27 @@ def minutes(seconds: float | None) -> str:
 
 
 def render_section(results: list[RunResult], floors: dict[str, Floor], info: dict, command: str,
-                   precision: str | None, when: str) -> str:
+                   precision: str | None, when: str, section: str = SECTION,
+                   train_overrides: list[str] = ()) -> str:
     amx = ", ".join(info["amx"]) if info["amx"] else "no"
-    lines = [BEGIN, "## Suite: default configs and shipped IMDb configs beside TF-IDF+LR", "",
+    begin, end = markers(section)
+    gpu = info.get("gpu")
+    title = "default configs and shipped IMDb configs beside TF-IDF+LR" + (f", on {gpu}" if gpu else "")
+    overrides = f" Every train also had {', '.join(f'`{value}`' for value in train_overrides)}." if train_overrides else ""
+    lines = [begin, f"## Suite{'' if section == SECTION else f' ({section})'}: {title}", "",
              f"Measured {when} on {info['cores']} cores ({info['cpu']}); AMX: {amx}; avx512_bf16: "
              f"{'yes' if info['avx512_bf16'] else 'no'}; torch {info['torch']}, python {info['python']}, "
-             f"{info['system']}. Precision: {precision or 'as each config says'}.", "",
+             f"{info['system']}{f'; GPU: {gpu}' if gpu else ''}. Precision: {precision or 'as each config says'}."
+             f"{overrides}", "",
              "Command:", "", "```", command, "```", "",
              "Default = a config naming only `experiment`, `data` and `model.type`. Test accuracy and macro-F1 from "
              "`textclf evaluate RUN --split test`; train time is the wall time of `textclf train` with prepared data "
              "cached; validation accuracy is that of the best epoch. TF-IDF+LR is the floor of "
              "`../shared/datasets/README.md`, fitted in the same run; margin in points of test accuracy.", "",
              "| dataset | model / config | test acc. | macro-F1 | train time | epochs (best) | valid acc. | "
-             "TF-IDF+LR acc. | TF-IDF+LR F1 | margin vs TF-IDF+LR |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+             "TF-IDF+LR acc. | TF-IDF+LR F1 | margin vs TF-IDF+LR |" + (" epoch 1 / median epoch | peak GPU memory |"
+                                                                          if gpu else ""),
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---|" + ("---:|---:|" if gpu else "")]
     for r in results:
         floor = floors.get(r.dataset)
         name = f"`{r.model}`" if r.model.endswith(".yaml") else r.model
@@ -274,7 +306,8 @@ def render_section(results: list[RunResult], floors: dict[str, Floor], info: dic
         lines.append(f"| {r.dataset} | {name} | {percent(r.test_accuracy)} | {percent(r.f1_macro)} | "
                      f"{minutes(r.train_s)} | {epochs} | {percent(r.valid_accuracy)} | "
                      f"{percent(floor.accuracy if floor else None)} | {percent(floor.f1_macro if floor else None)} | "
-                     f"{margin(r, floor)} |")
+                     f"{margin(r, floor)} |" + (f" {seconds(r.first_epoch_s)} / {seconds(r.epoch_s)} | "
+                                                f"{megabytes(r.gpu_memory_mb)} |" if gpu else ""))
     lines += ["", "TF-IDF+LR per dataset:", ""]
     for dataset, floor in floors.items():
         if floor.error:
@@ -282,14 +315,23 @@ def render_section(results: list[RunResult], floors: dict[str, Floor], info: dic
         else:
             lines.append(f"- {dataset}: accuracy {percent(floor.accuracy)}, macro-F1 {percent(floor.f1_macro)}, "
                          f"{floor.seconds:.1f} s (vectorize + fit + predict)")
-    return "\n".join(lines + ["", END])
+    return "\n".join(lines + ["", end])
 
 
-def replace_section(document: str, section: str) -> str:
-    """The document with its suite section replaced (or appended); everything outside the markers is kept."""
-    start, end = document.find(BEGIN), document.find(END)
+def seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f} s"
+
+
+def megabytes(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f} MB"
+
+
+def replace_section(document: str, section: str, name: str = SECTION) -> str:
+    """The document with its `name` section replaced (or appended); everything outside the markers is kept."""
+    begin_marker, end_marker = markers(name)
+    start, end = document.find(begin_marker), document.find(end_marker)
     if start != -1 and end > start:
-        return document[:start] + section + document[end + len(END):]
+        return document[:start] + section + document[end + len(end_marker):]
     return document.rstrip("\n") + ("\n\n" if document.strip() else "") + section + "\n"
 
 
@@ -308,9 +350,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--skip-imdb", action="store_true")
     parser.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"],
                         help="passed to every train as --set train.precision=...; default: each config's own")
+    parser.add_argument("--set", dest="train_overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="passed to every train, e.g. --set train.compile=true (repeatable)")
+    parser.add_argument("--section", default=SECTION,
+                        help="the RESULTS.md section (and bench/work/SECTION.json) to write; default: suite")
     parser.add_argument("--results", type=Path, default=RESULTS)
-    parser.add_argument("--json", type=Path, default=SUITE_JSON)
-    return parser.parse_args(argv)
+    parser.add_argument("--json", type=Path, help="default: bench/work/SECTION.json")
+    parser.add_argument("--from-json", type=Path, nargs="+", metavar="JSON",
+                        help="write the section from these saved suite JSON files instead of running anything")
+    args = parser.parse_args(argv)
+    if not args.section.replace("-", "").isalnum():
+        parser.error(f"--section {args.section!r}: letters, digits and '-' only")
+    args.json = args.json or SUITE_JSON.with_name(f"{args.section}.json")
+    return args
 
 
 def chosen_datasets(args: argparse.Namespace) -> list[str]:
@@ -328,8 +380,27 @@ def chosen_datasets(args: argparse.Namespace) -> list[str]:
     return names
 
 
+def section_from_json(paths: list[Path], section: str) -> str:
+    """One section from the JSON files of a suite run in parts: every part's command, the first part's machine."""
+    saved = [json.loads(path.read_text(encoding="utf-8")) for path in paths]
+    floors = {name: Floor(**floor) for part in saved for name, floor in part["floors"].items()}
+    results = [RunResult(**run) for part in saved for run in part["runs"]]
+    commands = "\n".join(part["command"] for part in saved)
+    when = " and ".join(dict.fromkeys(part["date"] for part in saved))
+    precisions = {part["precision"] for part in saved}
+    overrides = list(dict.fromkeys(value for part in saved for value in part.get("train_overrides", [])))
+    return render_section(results, floors, saved[0]["machine"], commands,
+                          precisions.pop() if len(precisions) == 1 else "mixed", when, section, overrides)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.from_json:
+        document = args.results.read_text(encoding="utf-8") if args.results.exists() else ""
+        write_atomic(args.results, replace_section(document, section_from_json(args.from_json, args.section),
+                                                   args.section))
+        print(f"wrote the {args.section} section of {args.results}")
+        return
     args.datasets_dir = args.datasets_dir.resolve()
     datasets = chosen_datasets(args)
     command = shlex.join(["python", "bench/run_suite.py", *(sys.argv[1:] if argv is None else argv)])
@@ -342,16 +413,19 @@ def main(argv: list[str] | None = None) -> None:
         print(f"== {dataset}", flush=True)
         floors[dataset] = floor_for(dataset, args.datasets_dir)
         print(f"  TF-IDF+LR: {floors[dataset]}", flush=True)
-        for result in run_dataset(dataset, args.datasets_dir, args.precision):
+        for result in run_dataset(dataset, args.datasets_dir, args.precision, args.train_overrides):
             results.append(result)
             print(f"  {result.model}: test {percent(result.test_accuracy)} f1 {percent(result.f1_macro)} "
                   f"train {minutes(result.train_s)} ({result.status})", flush=True)
-    write_atomic(args.json, json.dumps({"command": command, "date": when, "machine": info,
-                                        "precision": args.precision, "floors": {k: asdict(v) for k, v in floors.items()},
-                                        "runs": [asdict(r) for r in results]}, indent=2) + "\n")
+            # after each run, so a suite cut short still leaves its numbers
+            write_atomic(args.json, json.dumps({"command": command, "date": when, "machine": info,
+                                                "precision": args.precision, "train_overrides": args.train_overrides,
+                                                "floors": {k: asdict(v) for k, v in floors.items()},
+                                                "runs": [asdict(r) for r in results]}, indent=2) + "\n")
     document = args.results.read_text(encoding="utf-8") if args.results.exists() else ""
-    write_atomic(args.results, replace_section(document, render_section(results, floors, info, command,
-                                                                         args.precision, when)))
+    section = render_section(results, floors, info, command, args.precision, when, args.section,
+                             args.train_overrides)
+    write_atomic(args.results, replace_section(document, section, args.section))
     print(f"wrote {args.results} and {args.json}")
     if any(r.status != "ok" for r in results) or any(f.error for f in floors.values()):
         sys.exit(1)

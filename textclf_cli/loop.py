@@ -129,6 +129,8 @@ def fit(trainer: Trainer, state: TrainState, on_epoch_end: Callable[[TrainState,
         if every_member_stopped(state) or out_of_patience(state, settings):  # a resumed run that had stopped early
             break
         clock = time.perf_counter()
+        if trainer.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(trainer.device)
         with cuda_oom_hint(trainer, f"training epoch {epoch}", f"train.batch_size (now {settings.batch_size})"):
             train_loss, train_accuracy = train_one_epoch(trainer, epoch)
         with cuda_oom_hint(trainer, f"validation after epoch {epoch}",
@@ -147,6 +149,7 @@ def fit(trainer: Trainer, state: TrainState, on_epoch_end: Callable[[TrainState,
             **({"valid_f1_micro": valid["f1_micro"]} if "f1_micro" in valid else {}),
             "lr": trainer.optimizer.param_groups[0]["lr"],
             "seconds": round(time.perf_counter() - clock, 3),
+            **gpu_memory_column(trainer.device),
         }
         state.history.append(row)
         state.epoch, state.thresholds = epoch, valid.get("thresholds")
@@ -166,7 +169,7 @@ def fit(trainer: Trainer, state: TrainState, on_epoch_end: Callable[[TrainState,
         log.info(
             f"epoch {epoch}/{settings.epochs} train_loss {train_loss:.4f} train_acc {train_accuracy:.4f} "
             f"valid_loss {valid['loss']:.4f} valid_acc {valid['accuracy']:.4f} valid_f1 {valid['f1_macro']:.4f}"
-            f"{extra} ({row['seconds']:.1f}s{', best' if improved else ''})"
+            f"{extra} ({row['seconds']:.1f}s{gpu_memory_note(row)}{', best' if improved else ''})"
         )
         on_epoch_end(state, improved)
         if every_member_stopped(state):
@@ -176,6 +179,17 @@ def fit(trainer: Trainer, state: TrainState, on_epoch_end: Callable[[TrainState,
             log.info(f"early stopping: {settings.monitor} has not improved for {settings.patience} epoch(s)")
             break
     return state
+
+
+def gpu_memory_column(device: torch.device) -> dict[str, float]:
+    """On CUDA, the epoch's peak GPU memory held by tensors (MB): what decides the largest batch that fits."""
+    if device.type != "cuda":
+        return {}
+    return {"gpu_memory_mb": round(torch.cuda.max_memory_allocated(device) / 2**20, 1)}
+
+
+def gpu_memory_note(row: dict[str, float]) -> str:
+    return f", {row['gpu_memory_mb']:,.0f} MB GPU" if "gpu_memory_mb" in row else ""
 
 
 def every_member_stopped(state: TrainState) -> bool:

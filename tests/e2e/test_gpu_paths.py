@@ -107,6 +107,10 @@ def test_a_gpu_trained_checkpoint_predicts_on_cpu(tmp_path, precision):
     run_dir = train(tiny_config(tmp_path, device="cuda"), f"train.precision={precision}")
     status = json.loads((run_dir / "status.json").read_text())
     assert status["device"].startswith("cuda")
+    history = (run_dir / "history.csv").read_text().splitlines()
+    column = history[0].split(",").index("gpu_memory_mb")  # each epoch's peak, for sizing batches
+    assert all(float(row.split(",")[column]) > 0 for row in history[1:])
+    assert " MB GPU" in (run_dir / "train.log").read_text()
     assert checkpoint_dtypes(run_dir) == {torch.float32}
     assert predicted_probabilities(run_dir / "checkpoints/best.pt", device="cpu") == pytest.approx([1.0, 1.0], abs=1e-5)
 

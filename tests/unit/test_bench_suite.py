@@ -102,3 +102,44 @@ def test_a_failing_textclf_step_is_recorded_and_the_suite_goes_on(suite, tmp_pat
     assert result.status == "failed" and result.test_accuracy is None
     assert result.error.startswith("exit 3:") and "train.csv" in result.error
     assert result.commands == [f"textclf prepare {config}"]
+
+
+def test_read_training_takes_epoch_times_and_peak_gpu_memory(suite, tmp_path):
+    (tmp_path / "status.json").write_text('{"epochs_completed": 3, "best_epoch": 2}')
+    (tmp_path / "history.csv").write_text("epoch,valid_accuracy,seconds,gpu_memory_mb\n"
+                                          "1,0.8,9.5,300.0\n2,0.9,1.5,420.5\n3,0.85,2.5,310.0\n")
+    result = suite.RunResult("imdb", "default cnn")
+    suite.read_training(tmp_path, result)
+    assert (result.epochs, result.best_epoch, result.valid_accuracy) == (3, 2, 0.9)
+    assert (result.first_epoch_s, result.epoch_s, result.gpu_memory_mb) == (9.5, 2.0, 420.5)
+
+
+def test_a_gpu_section_has_its_own_markers_and_columns_and_merges_from_json(suite, tmp_path):
+    info = {"cpu": "Test CPU", "cores": 16, "amx": [], "avx512_bf16": False, "torch": "2.x", "python": "3.12",
+            "system": "Linux", "gpu": "Test GPU, 80 GiB, CUDA 13.0"}
+    parts = []
+    for index, dataset in enumerate(("cr", "imdb")):
+        run = suite.RunResult(dataset, "default cnn", train_s=20.0, epochs=4, best_epoch=2, test_accuracy=0.9,
+                              f1_macro=0.9, first_epoch_s=4.8, epoch_s=1.4, gpu_memory_mb=1534.5)
+        parts.append(tmp_path / f"part{index}.json")
+        parts[-1].write_text(suite.json.dumps({
+            "command": f"python bench/run_suite.py --only {dataset}", "date": "2026-01-01", "machine": info,
+            "precision": "fp32", "train_overrides": ["train.compile=true"],
+            "floors": {dataset: suite.asdict(suite.Floor(accuracy=0.8, f1_macro=0.8, seconds=1.0))},
+            "runs": [suite.asdict(run)]}))
+    results = tmp_path / "RESULTS.md"
+    results.write_text(f"{suite.BEGIN}\nthe CPU table\n{suite.END}\n")
+    suite.main(["--from-json", *map(str, parts), "--section", "suite-gpu", "--results", str(results)])
+    document = results.read_text()
+    assert document.startswith(f"{suite.BEGIN}\nthe CPU table\n{suite.END}")  # the CPU section is kept
+    begin, end = suite.markers("suite-gpu")
+    section = document[document.index(begin):document.index(end)]
+    assert "on Test GPU, 80 GiB, CUDA 13.0" in section and "Every train also had `train.compile=true`." in section
+    assert "python bench/run_suite.py --only cr\npython bench/run_suite.py --only imdb" in section
+    assert "| epoch 1 / median epoch | peak GPU memory |" in section
+    assert "| +10.00 (above) | 4.8 s / 1.4 s | 1,534 MB |" in section and section.count("| default cnn |") == 2
+
+
+def test_a_section_name_must_be_a_plain_word(suite):
+    with pytest.raises(SystemExit):
+        suite.parse_args(["--section", "gpu --> x"])
