@@ -85,6 +85,8 @@ class NgramConfig(Strict):
     alpha: float = Field(1.0, gt=0.0)  # naive-Bayes count smoothing
     lr: float = Field(0.01, gt=0.0)  # its own Adam step: a linear model wants a larger one than a network
     l2: float = Field(0.1, ge=0.0)  # penalty per training text, as LogisticRegression(C=1/l2)
+    # character 2..chars-grams inside words too (0: words only); auto: 5 for short texts in a small corpus, else 0
+    chars: Annotated[int, Field(ge=0, le=8)] | Literal["auto"] = AUTO
 
 
 class CNNConfig(EmbeddingSettings):
@@ -361,6 +363,17 @@ def load_config(path: Path, overrides: list[str] | None = None) -> Config:
     raw = read_yaml_mapping(path)
     for override in overrides or []:
         apply_override(raw, override)
+    return validate_config(raw, source=str(path))
+
+
+def load_run_config(path: Path) -> Config:
+    """A run folder's config.yaml. Keys added since with an `auto` default take the value the textclf that wrote
+    the run behaved as, so that resuming rebuilds the model it saved."""
+    raw = read_yaml_mapping(path)
+    model = raw.get("model")
+    ngram = (model if model.get("type") == "ngram" else model.get("ensemble")) if isinstance(model, dict) else None
+    if isinstance(ngram, dict):
+        ngram.setdefault("chars", 0)  # character n-grams came later: words only before
     return validate_config(raw, source=str(path))
 
 

@@ -268,7 +268,7 @@ def count_training_ngrams(model: nn.Module, config: Config, data: PreparedData) 
     batches = (collate(split, indices, config.vocab.max_length, config.vocab.truncate, min_width(model))
                for indices in order)
     started = time.monotonic()
-    if fit_counts(model, ((batch.token_ids, batch.lengths, batch.targets) for batch in batches)):
+    if fit_counts(model, ((batch.token_ids, batch.lengths, batch.targets) for batch in batches), data.vocab):
         log.info(f"counted the training n-grams in {time.monotonic() - started:.1f}s")
 
 
@@ -299,14 +299,14 @@ def save_epoch(run_dir: Path, trainer: Trainer, state: TrainState, meta: Checkpo
 def resume_run_dir(config: Config, run_dir: Path) -> tuple[Path, Config]:
     """The run folder to continue and its stored config; refuses when the config differs in anything but
     train.epochs (and the other resumable keys)."""
-    from textclf_cli.config import load_config
+    from textclf_cli.config import load_run_config
 
     if not (run_dir / files.CONFIG_FILE).is_file():
         raise RunError(f"{run_dir}: not a textclf run folder (no {files.CONFIG_FILE}); pass the folder of the run to resume")
     if not (run_dir / files.CHECKPOINTS_DIR / files.LAST_CHECKPOINT).is_file():
         raise RunError(f"{run_dir}: has no {files.CHECKPOINTS_DIR}/{files.LAST_CHECKPOINT} (it stopped before "
                        f"training began); start a new run instead")
-    stored = load_config(run_dir / files.CONFIG_FILE)
+    stored = load_run_config(run_dir / files.CONFIG_FILE)
     check_resumable(stored, config, run_dir)
     return run_dir, stored
 

@@ -376,3 +376,21 @@ def test_sigterm_during_prepare_exits_130_and_leaves_no_staging_folder(tmp_path)
     assert stderr.strip().endswith("error: interrupted by SIGTERM") and "Traceback" not in stderr
     assert stdout == ""
     assert list(prepared.iterdir()) == []  # neither a staging folder nor a prepared key that looks complete
+
+
+def test_a_run_from_before_character_ngrams_resumes_with_words_only(tmp_path):
+    # A run written before `chars` existed has no such key in its config.yaml and no character table in its
+    # checkpoints: resuming it under the new default (`auto`, which picks 5 on these short texts) keeps words only.
+    config = tiny_config(tmp_path, train={"epochs": 1})
+    old = run_cli("train", str(config), "--quiet", "--set", "model.ensemble.chars=0")
+    run_dir = Path(old.stdout.strip())
+    stored = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert stored["model"]["ensemble"].pop("chars") == 0
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(stored, sort_keys=False))
+
+    resumed = run_cli("train", str(config), "--resume", str(run_dir), "--set", "train.epochs=2", "--quiet")
+    assert resumed.exit_code == 0, resumed.output
+    assert history(run_dir)["epoch"].tolist() == [1, 2]
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["model"]["ensemble"]["chars"] == 0
+    fresh = Path(run_cli("train", str(config), "--quiet").stdout.strip())  # a new run resolves auto
+    assert yaml.safe_load((fresh / "config.yaml").read_text())["model"]["ensemble"]["chars"] == 5

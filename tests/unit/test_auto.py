@@ -51,3 +51,14 @@ def test_auto_ngrams_take_trigrams_only_from_a_million_training_tokens() -> None
     alone = validate_config({"experiment": "e", "data": {"train": "t.csv"}, "model": {"type": "ngram", "ngrams": 1}},
                             "test")
     assert resolve_auto(alone, prepared_with_lengths([20] * 10)).model.ngrams == 1  # an explicit value stays
+
+
+def test_auto_chars_only_for_short_texts_in_a_small_corpus() -> None:
+    config = validate_config({"experiment": "e", "data": {"train": "t.csv"}}, "test")
+    assert config.model.ensemble.chars == "auto"
+    assert resolve_auto(config, prepared_with_lengths([20] * 10_000)).model.ensemble.chars == 5  # sentences
+    assert resolve_auto(config, prepared_with_lengths([60] * 20_000)).model.ensemble.chars == 0  # 1.2M tokens
+    assert resolve_auto(config, prepared_with_lengths([300] * 1_000)).model.ensemble.chars == 0  # long texts
+    explicit = validate_config({"experiment": "e", "data": {"train": "t.csv"},
+                                "model": {"type": "lstm", "ensemble": {"chars": 3}}}, "test")
+    assert resolve_auto(explicit, prepared_with_lengths([300] * 1_000)).model.ensemble.chars == 3

@@ -156,3 +156,52 @@ def test_a_dense_table_from_an_older_checkpoint_loads_with_the_same_outputs() ->
     fresh.load_state_dict(legacy)
     assert torch.equal(fresh.table_row, model.table_row) and fresh.weight.shape == model.weight.shape
     torch.testing.assert_close(fresh(token_ids, lengths), expected)
+
+
+def test_word_char_features_are_the_padded_words_char_ngrams_hashed_deterministically() -> None:
+    from textclf_cli.models.ngram import word_char_features
+
+    table = word_char_features(["<pad>", "<unk>", "ab", "abc"], chars=3, buckets=1000, offset=50)
+    assert table.dtype == torch.int32 and table.shape[0] == 4
+    assert table[:2].eq(0).all()  # padding and <unk> have none
+    ab = {int(i) for i in table[2] if i}  # " a", "ab", "b ", " ab", "ab "
+    assert len(ab) == 5 and all(50 <= i < 1050 for i in ab)
+    assert torch.equal(table, word_char_features(["<pad>", "<unk>", "ab", "abc"], 3, 1000, 50))  # same ids again
+    abc = {int(i) for i in table[3] if i}
+    assert len(ab & abc) == 3  # " a", "ab" and " ab" are shared
+
+
+def test_char_ngrams_let_an_unseen_word_form_borrow_from_a_trained_one() -> None:
+    vocabulary = ["<pad>", "<unk>", "wonderful", "wonderfully", "dreadful", "dreadfully", "film"]
+    model = NgramLogReg(vocab_size=len(vocabulary), num_classes=2, ngrams=1, buckets=4096, min_df=1, chars=5)
+    token_ids, lengths = batch([[2, 6], [2], [4, 6], [4]])  # only the short forms occur in training
+    with pytest.raises(ValueError, match="vocabulary"):
+        model.fit_counts([(token_ids, lengths, torch.tensor([1, 1, 0, 0]))])
+    model.fit_counts([(token_ids, lengths, torch.tensor([1, 1, 0, 0]))], vocabulary)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.1)
+    for _ in range(50):
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(model(token_ids, lengths), torch.tensor([1, 1, 0, 0])).backward()
+        optimizer.step()
+    unseen_ids, unseen_lengths = batch([[3], [5]])  # "wonderfully", "dreadfully": no word feature was trained
+    with torch.no_grad():
+        assert model(unseen_ids, unseen_lengths).argmax(1).tolist() == [1, 0]
+    # the character table travels in the state dict: a fresh model loads it and answers the same
+    fresh = NgramLogReg(vocab_size=len(vocabulary), num_classes=2, ngrams=1, buckets=4096, min_df=1, chars=5)
+    fresh.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(unseen_ids, unseen_lengths), model(unseen_ids, unseen_lengths))
+
+
+def test_word_and_char_features_each_have_unit_norm() -> None:
+    vocabulary = ["<pad>", "<unk>", "ab", "cd"]
+    model = NgramLogReg(vocab_size=4, num_classes=2, ngrams=1, buckets=4096, min_df=1, chars=2)
+    token_ids, lengths = batch([[2, 3]])
+    model.fit_counts([(token_ids, lengths, torch.tensor([1]))], vocabulary)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+        model.ratios.fill_(1.0)
+        model.ratios[0] = 0.0
+        # 2 word features and 6 character ones (" a", "ab", "b ", " c", "cd", "d "): 2/sqrt(2) + 6/sqrt(6)
+        expected = 2 / 2 ** 0.5 + 6 / 6 ** 0.5
+        torch.testing.assert_close(model(token_ids, lengths), torch.full((1, 2), expected))

@@ -44,11 +44,11 @@ def param_groups(model: nn.Module, lr: float, weight_decay: float) -> list[dict[
     return ([{"params": rest, "lr": lr, "weight_decay": weight_decay}] if rest else []) + groups
 
 
-def fit_counts(model: nn.Module, batches: Any) -> bool:
+def fit_counts(model: nn.Module, batches: Any, vocabulary: list[str] | None = None) -> bool:
     """Let members that count the training data first (the n-gram model) do so; False when none does."""
     counting = [module for module in model.modules() if hasattr(module, "fit_counts")]
     if counting:
-        counting[0].fit_counts(batches)  # one counting member at most (a network + an n-gram model)
+        counting[0].fit_counts(batches, vocabulary)  # one counting member at most (a network + an n-gram model)
     return bool(counting)
 
 
