@@ -28,14 +28,16 @@ SIDECAR_KEYS = {"format", "version", "model_file", "model_format", "model_type",
                 "versions"}
 
 
-@pytest.fixture(scope="module", params=["cnn", "lstm", "bag", "ngram", "cnn+ngram"])
+# these short texts give the n-gram member character n-grams (chars: auto); "cnn+words" is the words-only member
+@pytest.fixture(scope="module", params=["cnn", "lstm", "bag", "ngram", "cnn+ngram", "cnn+words"])
 def trained(request, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp(f"export-{request.param}")
     model = request.param.split("+")[0]
     config = tiny_config(root, model=model, train={"epochs": 1}, vocab={"truncate": "head_tail"})
     settings = {"cnn": ["model.filter_sizes=[2,3]", "model.ensemble=null"], "lstm": ["model.pooling=last"],
                 "bag": ["model.ngrams=3"], "ngram": ["model.ngrams=3", "model.min_df=1"],
-                "cnn+ngram": ["model.ensemble.type=ngram", "model.ensemble.min_df=1"]}[request.param]
+                "cnn+ngram": ["model.ensemble.type=ngram", "model.ensemble.min_df=1"],
+                "cnn+words": ["model.ensemble.min_df=1", "model.ensemble.chars=0"]}[request.param]
     result = run_cli("train", str(config), "-q", *[arg for setting in settings for arg in ("--set", setting)])
     assert result.exit_code == 0, result.output
     return Path(result.stdout.strip())

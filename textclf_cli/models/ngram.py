@@ -8,9 +8,10 @@ counting (`word_chars`), so the model still reads token ids alone.
 A feature's weight for class c is a learned w times its naive-Bayes log-count ratio r (texts of class c
 against the rest), counted once over the training split before the first epoch. n-grams seen in fewer
 than `min_df` training texts are dropped, and each text's word features and its character features each have
-unit L2 norm, so long and short texts weigh alike and the many character n-grams do not drown the words. Trained with its own step size and an L2 penalty like LogisticRegression(C=1/l2),
-it matches TF-IDF+LR within a few minutes on any data, and it is the member that the network's ensemble
-leans on where a corpus is small or its signal sits in phrases (see models/ensemble.py).
+unit L2 norm, so long and short texts weigh alike and the many character n-grams do not drown the words.
+Trained with its own step size and an L2 penalty like LogisticRegression(C=1/l2), it matches TF-IDF+LR
+within a few minutes on any data, and it is the member that the network's ensemble leans on where a corpus is
+small or its signal sits in phrases (see models/ensemble.py).
 """
 
 from __future__ import annotations
