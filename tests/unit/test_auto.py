@@ -59,6 +59,11 @@ def test_auto_chars_only_for_short_texts_in_a_small_corpus() -> None:
     assert resolve_auto(config, prepared_with_lengths([20] * 10_000)).model.ensemble.chars == 5  # sentences
     assert resolve_auto(config, prepared_with_lengths([60] * 20_000)).model.ensemble.chars == 0  # 1.2M tokens
     assert resolve_auto(config, prepared_with_lengths([300] * 1_000)).model.ensemble.chars == 0  # long texts
+    reviews_config = validate_config({"experiment": "e", "data": {"train": "t.csv"}, "vocab": {"max_length": 800}},
+                                     "test")  # a config written for reviews, given sentences: their length counts
+    assert resolve_auto(reviews_config, prepared_with_lengths([20] * 10_000)).model.ensemble.chars == 5
+    cut_short = validate_config({"experiment": "e", "data": {"train": "t.csv"}, "vocab": {"max_length": 64}}, "test")
+    assert resolve_auto(cut_short, prepared_with_lengths([300] * 1_000)).model.ensemble.chars == 5
     explicit = validate_config({"experiment": "e", "data": {"train": "t.csv"},
                                 "model": {"type": "lstm", "ensemble": {"chars": 3}}}, "test")
     assert resolve_auto(explicit, prepared_with_lengths([300] * 1_000)).model.ensemble.chars == 3
