@@ -23,7 +23,7 @@ import subprocess
 import sys
 import tarfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -37,11 +37,13 @@ IMDB = "imdb"
 IMDB_ARCHIVE = Path("imdb") / "aclImdb_v1.tar.gz"
 SHIPPED_CONFIGS = ("configs/cnn.yaml", "configs/lstm.yaml")
 SECTION = "suite"
-BEGIN, END = "<!-- suite:begin -->", "<!-- suite:end -->"
 
 
 def markers(section: str) -> tuple[str, str]:
     return f"<!-- {section}:begin -->", f"<!-- {section}:end -->"
+
+
+BEGIN, END = markers(SECTION)
 
 
 @dataclass
@@ -176,7 +178,7 @@ def write_config(config: dict, path: Path) -> Path:
 
 
 def train_and_evaluate(result: RunResult, config: Path, overrides: list[str], precision: str | None,
-                       train_overrides: list[str] = ()) -> RunResult:
+                       train_overrides: Sequence[str] = ()) -> RunResult:
     sets = [part for value in overrides for part in ("--set", value)]
     train_sets = sets + (["--set", f"train.precision={precision}"] if precision else [])
     train_sets += [part for value in train_overrides for part in ("--set", value)]
@@ -206,16 +208,16 @@ def read_training(run_dir: Path, result: RunResult) -> None:
     best = [row for row in history if str(row.get("epoch")) == str(result.best_epoch)]
     if best and best[0].get("valid_accuracy") not in (None, ""):
         result.valid_accuracy = float(best[0]["valid_accuracy"])
-    seconds = [float(row["seconds"]) for row in history if row.get("seconds") not in (None, "")]
-    if seconds:
-        result.first_epoch_s = seconds[0]
-        result.epoch_s = statistics.median(seconds[1:] or seconds)
+    epoch_times = [float(row["seconds"]) for row in history if row.get("seconds") not in (None, "")]
+    if epoch_times:
+        result.first_epoch_s = epoch_times[0]
+        result.epoch_s = statistics.median(epoch_times[1:] or epoch_times)
     memory = [float(row["gpu_memory_mb"]) for row in history if row.get("gpu_memory_mb") not in (None, "")]
     result.gpu_memory_mb = max(memory) if memory else None
 
 
 def run_dataset(dataset: str, datasets_dir: Path, precision: str | None,
-                train_overrides: list[str] = ()) -> Iterator[RunResult]:
+                train_overrides: Sequence[str] = ()) -> Iterator[RunResult]:
     for model in ("cnn", "lstm"):
         config = write_config(default_config(dataset, model, datasets_dir),
                               WORK / "configs" / f"{dataset}-{model}.yaml")
@@ -277,7 +279,7 @@ def minutes(seconds: float | None) -> str:
 
 def render_section(results: list[RunResult], floors: dict[str, Floor], info: dict, command: str,
                    precision: str | None, when: str, section: str = SECTION,
-                   train_overrides: list[str] = ()) -> str:
+                   train_overrides: Sequence[str] = ()) -> str:
     amx = ", ".join(info["amx"]) if info["amx"] else "no"
     begin, end = markers(section)
     gpu = info.get("gpu")

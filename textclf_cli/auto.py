@@ -43,13 +43,12 @@ def resolve_auto(config: Config, data: PreparedData) -> Config:
                  f"({LENGTH_QUANTILE:.0%} of the training texts are no longer)")
     ngram = ngram_config(resolved)
     key = "model" if resolved.model.type == "ngram" else "model.ensemble"
+    tokens = training_tokens(lengths, resolved.vocab.max_length)
     if ngram is not None and ngram.ngrams == AUTO:
-        tokens = training_tokens(lengths, resolved.vocab.max_length)
         ngram.ngrams = 3 if tokens >= TRIGRAM_MIN_TOKENS else 2
         log.info(f"{key}.ngrams auto -> {ngram.ngrams} ({tokens:,} training tokens; trigrams from "
                  f"{TRIGRAM_MIN_TOKENS:,} on)")
     if ngram is not None and ngram.chars == AUTO:
-        tokens = training_tokens(lengths, resolved.vocab.max_length)
         # the texts' own length, not only the cut: a config written for reviews may meet sentences
         length = min(resolved.vocab.max_length, auto_max_length(lengths))
         ngram.chars = AUTO_CHARS if tokens < CHARS_MAX_TOKENS and length <= CHARS_MAX_LENGTH else 0
