@@ -54,6 +54,7 @@ DEFAULT_SPACES: dict[str, dict[str, TuneRange]] = {
         "train.batch_size": _choices(16, 32, 64, 128),
         "vocab.min_freq": _choices(1, 2, 3),
         "model.ngrams": _choices(1, 2, 3),
+        "model.chars": _choices(0, 3, 5),
         "model.lr": _range(1e-3, 5e-2, log=True),
         "model.l2": _range(1e-2, 10.0, log=True),
     },

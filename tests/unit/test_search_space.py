@@ -73,6 +73,10 @@ def test_default_space_per_family_holds_the_configs_own_values(tmp_path: Path) -
                                                                                          "lr": 0.5}))
     assert set(spaces.search_space(bag)) >= {"model.ngrams", "model.embedding_dim"}
     assert spaces.search_space(bag)["train.lr"] == TuneRange(low=1e-2, high=1.0, log=True)  # fastText-like
+    ngram = load_config(write_config(tmp_path, model={"type": "ngram"}))
+    ngram_space = spaces.search_space(ngram)
+    assert ngram_space["model.chars"].choices == ["auto", 0, 3, 5]  # words only, or 2..3- / 2..5-grams inside words
+    assert spaces.params_as_written(ngram, ngram_space)["model.chars"] == "auto"
 
 
 def test_a_tune_section_replaces_the_default_space_unchanged(tmp_path: Path) -> None:
