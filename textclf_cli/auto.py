@@ -26,11 +26,15 @@ MAX_COUNT_CELLS = 2**26  # 256 MB of class counts: 2^23 buckets up to 8 classes,
 # by 0.7 points; on the sentence sets (30k-250k tokens: few trigrams recur, and their naive-Bayes ratios are noise)
 # 1-2-grams were level or better in 5-fold cross-validation of train (CR +1.4, MR +1.0, AG News +0.7).
 TRIGRAM_MIN_TOKENS = 1_000_000
-# Character n-grams for the n-gram model on short texts in a small corpus, where many word forms are rare. In 5-fold
-# cross-validation of train (TF-IDF+LR, word 1-2-grams against word 1-2-grams + char_wb 2-5-grams): MPQA +2.3, Subj
-# +1.2, MR +1.1, CR +0.8, AG News +0.5. A text costs ~40 features per token, hence the length bound (on 97% of
-# the training texts, or the cut if shorter).
-AUTO_CHARS, CHARS_MAX_TOKENS, CHARS_MAX_LENGTH = 5, 1_000_000, 128
+# Short texts in a small corpus: under this many training tokens, with 97% of the texts (or the cut, if shorter) within
+# this many tokens. There most word forms are rare:
+# - character n-grams for the n-gram model. In 5-fold cross-validation of train (TF-IDF+LR, word 1-2-grams against
+#   word 1-2-grams + char_wb 2-5-grams): MPQA +2.3, Subj +1.2, MR +1.1, CR +0.8, AG News +0.5. A text costs ~40
+#   features per token, hence the length bound;
+# - words seen once join the vocabulary (min_freq 1), so that their characters count too: the default CNN in the
+#   same cross-validation, MPQA +1.47, CR -0.09 (level).
+SMALL_CORPUS_TOKENS, SHORT_TEXT_LENGTH = 1_000_000, 128
+AUTO_CHARS = 5
 
 
 def resolve_auto(config: Config, data: PreparedData) -> Config:
@@ -41,20 +45,20 @@ def resolve_auto(config: Config, data: PreparedData) -> Config:
         resolved.vocab.max_length = auto_max_length(lengths)
         log.info(f"vocab.max_length auto -> {resolved.vocab.max_length} tokens "
                  f"({LENGTH_QUANTILE:.0%} of the training texts are no longer)")
+    if resolved.vocab.min_freq == AUTO:  # chosen by prepare, which built the vocabulary
+        resolved.vocab.min_freq = int(data.meta.get("min_freq", 2))
     ngram = ngram_config(resolved)
     key = "model" if resolved.model.type == "ngram" else "model.ensemble"
-    tokens = training_tokens(lengths, resolved.vocab.max_length)
+    short, tokens, length = short_texts_in_small_corpus(lengths, resolved.vocab.max_length)
     if ngram is not None and ngram.ngrams == AUTO:
         ngram.ngrams = 3 if tokens >= TRIGRAM_MIN_TOKENS else 2
         log.info(f"{key}.ngrams auto -> {ngram.ngrams} ({tokens:,} training tokens; trigrams from "
                  f"{TRIGRAM_MIN_TOKENS:,} on)")
     if ngram is not None and ngram.chars == AUTO:
-        # the texts' own length, not only the cut: a config written for reviews may meet sentences
-        length = min(resolved.vocab.max_length, auto_max_length(lengths))
-        ngram.chars = AUTO_CHARS if tokens < CHARS_MAX_TOKENS and length <= CHARS_MAX_LENGTH else 0
+        ngram.chars = AUTO_CHARS if short else 0
         log.info(f"{key}.chars auto -> {ngram.chars} ({tokens:,} training tokens, {LENGTH_QUANTILE:.0%} of the "
-                 f"texts within {length}; character n-grams below {CHARS_MAX_TOKENS:,} tokens and "
-                 f"{CHARS_MAX_LENGTH} per text)")
+                 f"texts within {length}; character n-grams below {SMALL_CORPUS_TOKENS:,} tokens and "
+                 f"{SHORT_TEXT_LENGTH} per text)")
     if ngram is not None and ngram.buckets == AUTO:
         ngram.buckets = auto_buckets(lengths, resolved.vocab.max_length, len(data.labels))
         log.info(f"{key}.buckets auto -> {ngram.buckets} hash buckets for n-grams")
@@ -76,6 +80,21 @@ def auto_buckets(lengths: np.ndarray, max_length: int, num_classes: int = 2) -> 
     tokens = training_tokens(lengths, max_length)
     ceiling = max(MIN_AUTO_BUCKETS, min(MAX_AUTO_BUCKETS, 1 << (MAX_COUNT_CELLS // max(1, num_classes)).bit_length() - 1))
     return int(min(ceiling, max(MIN_AUTO_BUCKETS, 1 << max(0, tokens - 1).bit_length())))
+
+
+def short_texts_in_small_corpus(lengths: np.ndarray, max_length: int | str) -> tuple[bool, int, int]:
+    """(short texts in a small corpus?, training tokens after the cut, the length 97% of the texts keep).
+
+    The texts' own length counts, not only the cut: a config written for reviews may meet sentences."""
+    own_length = auto_max_length(lengths)
+    cut = own_length if max_length == AUTO else int(max_length)
+    tokens, length = training_tokens(lengths, cut), min(cut, own_length)
+    return tokens < SMALL_CORPUS_TOKENS and length <= SHORT_TEXT_LENGTH, tokens, length
+
+
+def auto_min_freq(lengths: np.ndarray, max_length: int | str) -> int:
+    """vocab.min_freq for `auto`: 1 on short texts in a small corpus, else 2 (a word seen once names one text)."""
+    return 1 if short_texts_in_small_corpus(lengths, max_length)[0] else 2
 
 
 def training_tokens(lengths: np.ndarray, max_length: int) -> int:

@@ -62,7 +62,8 @@ class TokenizerConfig(Strict):
 
 class VocabConfig(Strict):
     max_size: int = Field(30000, ge=3)
-    min_freq: int = Field(2, ge=1)
+    # auto: 1 on short texts in a small corpus (where character n-grams go on too), else 2 (textclf_cli/auto.py)
+    min_freq: Annotated[int, Field(ge=1)] | Literal["auto"] = AUTO
     max_length: Annotated[int, Field(ge=1)] | Literal["auto"] = AUTO
     truncate: Literal["head", "tail", "head_tail"] = "head_tail"
 

@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from textclf_cli import files
-from textclf_cli.config import Config
+from textclf_cli.auto import auto_min_freq
+from textclf_cli.config import AUTO, Config
 from textclf_cli.console import RateProgress, Stopwatch, log
 from textclf_cli.data.download import download, sha256_of
 from textclf_cli.data.prepared import (
@@ -49,6 +50,8 @@ def prepare(config: Config, force: bool = False) -> PreparedData:
     ensure_inputs(config)
     key = fingerprint(config)
     root = config.data.prepared_dir / key
+    if not force and not is_prepared(root):
+        root = same_as_auto(config) or root
     if is_prepared(root) and not force:
         log.info(f"using prepared data {root}")
         return load_prepared(root)
@@ -58,6 +61,19 @@ def prepare(config: Config, force: bool = False) -> PreparedData:
     counts = ", ".join(f"{split} {size}" for split, size in sizes.items())
     log.info(f"prepared {root} in {clock.seconds:.1f}s: {counts}; vocabulary {len(vocab)}; labels {labels}")
     return load_prepared(root)
+
+
+def same_as_auto(config: Config) -> Path | None:
+    """The data prepared with `vocab.min_freq: auto`, where auto chose this config's min_freq: a resumed run, or a
+    run's resolved config.yaml trained again, then reads the arrays it was trained on instead of preparing a copy."""
+    if config.vocab.min_freq == AUTO:
+        return None
+    as_auto = config.model_copy(deep=True)
+    as_auto.vocab.min_freq = AUTO
+    root = config.data.prepared_dir / fingerprint(as_auto)
+    if is_prepared(root) and json.loads((root / files.PREPARED_META).read_text()).get("min_freq") == config.vocab.min_freq:
+        return root
+    return None
 
 
 def ensure_inputs(config: Config) -> None:
@@ -302,7 +318,14 @@ def build_prepared(staging: Path, config: Config, key: str) -> tuple[dict[str, i
         for _, ids in read_rows(train, _mask(len(train), valid_idx)):
             counts.subtract(ids)  # the vocabulary comes from the texts that stay in train only
         selections.update(train=("train", fit_idx), valid=("train", valid_idx))
-    vocab = counts.vocabulary(config.vocab.max_size, config.vocab.min_freq)
+    min_freq = config.vocab.min_freq
+    if min_freq == AUTO:
+        fit_rows = selections["train"][1]
+        train_lengths = streamed["train"].lengths if fit_rows is None else streamed["train"].lengths[fit_rows]
+        min_freq = auto_min_freq(train_lengths, config.vocab.max_length)
+        log.info(f"vocab.min_freq auto -> {min_freq} "
+                 f"({'short texts in a small corpus: words seen once kept' if min_freq == 1 else 'words seen twice'})")
+    vocab = counts.vocabulary(config.vocab.max_size, min_freq)
     remap = counts.remap(vocab)
     sizes = {}
     for name, (origin, rows) in selections.items():
@@ -311,7 +334,7 @@ def build_prepared(staging: Path, config: Config, key: str) -> tuple[dict[str, i
         split.ids_path.unlink()
     meta = {"tokenizer": tokenizer_settings(config).to_dict(), "fingerprint": key,
             "sources": {name: streamed[origin].source for name, (origin, _) in selections.items()},
-            "task": config.task}
+            "task": config.task, "min_freq": min_freq}
     write_index(staging, vocab, labels, meta, list(selections))
     return sizes, vocab, labels
 

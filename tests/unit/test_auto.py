@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from textclf_cli.auto import MAX_AUTO_LENGTH, auto_max_length, resolve_auto
+from textclf_cli.auto import MAX_AUTO_LENGTH, auto_max_length, auto_min_freq, resolve_auto
 from textclf_cli.config import check_resumable, validate_config
 from textclf_cli.data.prepared import EncodedSplit, PreparedData
 from textclf_cli.data.text import TokenizerSettings
@@ -67,3 +67,15 @@ def test_auto_chars_only_for_short_texts_in_a_small_corpus() -> None:
     explicit = validate_config({"experiment": "e", "data": {"train": "t.csv"},
                                 "model": {"type": "lstm", "ensemble": {"chars": 3}}}, "test")
     assert resolve_auto(explicit, prepared_with_lengths([300] * 1_000)).model.ensemble.chars == 3
+
+
+def test_auto_min_freq_keeps_words_seen_once_only_in_short_texts_of_a_small_corpus() -> None:
+    assert auto_min_freq(np.array([20] * 10_000), "auto") == 1  # sentences: their rare words' characters count
+    assert auto_min_freq(np.array([60] * 20_000), "auto") == 2  # 1.2M tokens: words recur
+    assert auto_min_freq(np.array([300] * 1_000), "auto") == 2  # long texts
+    assert auto_min_freq(np.array([20] * 10_000), 800) == 1  # a config written for reviews, given sentences
+    assert auto_min_freq(np.array([300] * 1_000), 64) == 1  # cut short
+    config = validate_config({"experiment": "e", "data": {"train": "t.csv"}}, "test")
+    data = prepared_with_lengths([20] * 100)
+    data.meta["min_freq"] = 1  # what prepare chose and built the vocabulary with
+    assert config.vocab.min_freq == "auto" and resolve_auto(config, data).vocab.min_freq == 1

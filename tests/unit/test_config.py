@@ -38,7 +38,7 @@ def test_defaults_fill_every_section(minimal: Path) -> None:
     assert (config.data.text_column, config.data.label_column, config.data.valid_fraction) == ("text", "label", 0.1)
     assert config.tokenizer.kind == "regexp" and config.tokenizer.lowercase and config.tokenizer.strip_html
     assert not config.tokenizer.strip_punctuation and not config.tokenizer.remove_stopwords
-    assert (config.vocab.max_size, config.vocab.min_freq, config.vocab.max_length) == (30000, 2, "auto")
+    assert (config.vocab.max_size, config.vocab.min_freq, config.vocab.max_length) == (30000, "auto", "auto")
     assert config.vocab.truncate == "head_tail"
     assert (config.train.epochs, config.train.early_stopping_patience) == (10, 2)
     assert isinstance(config.model, CNNConfig) and config.model.filter_sizes == [3, 4, 5]

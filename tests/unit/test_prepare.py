@@ -286,3 +286,18 @@ def test_imdb_reviews_carry_their_movie_from_the_urls_files(tmp_path: Path) -> N
     by_text = dict(zip(splits["train"].texts, splits["train"].groups))
     assert by_text == {"great": "tt0001", "fine": "tt0002", "bad": "tt0003"}
     assert splits["test"].groups == []  # no urls files for test: no groups, the carve falls back to stratified
+
+
+def test_auto_min_freq_keeps_words_seen_once_in_short_texts_and_records_the_choice(tmp_path: Path) -> None:
+    config_path = tiny_config(tmp_path, n_train=40, n_test=10, vocab={"min_freq": "auto"})
+    data_files = config_with(config_path).data
+    train_csv = data_files.train
+    train_csv.write_text(train_csv.read_text(encoding="utf-8") + "zanzibar is a movie,pos\n", encoding="utf-8")
+    valid = f"data.valid={data_files.test}"  # all of train.csv is training data: the word is seen once there
+    data = prepare(config_with(config_path, valid))
+    twice = prepare(config_with(config_path, valid, "vocab.min_freq=2"))
+    assert data.meta["min_freq"] == 1 and "zanzibar" in data.vocab  # short texts in a small corpus
+    assert twice.meta["min_freq"] == 2 and "zanzibar" not in twice.vocab
+    assert set(twice.vocab) < set(data.vocab) and twice.root != data.root
+    # the value auto chose (a resumed run's config.yaml) reads the same arrays, not a copy
+    assert prepare(config_with(config_path, valid, "vocab.min_freq=1")).root == data.root
