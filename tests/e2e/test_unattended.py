@@ -178,6 +178,19 @@ def test_a_resumed_run_keeps_the_values_it_resolved_from_auto(tmp_path):
     assert with_stored_auto(explicit, stored).vocab.max_length == 64  # only `auto` follows the stored run
 
 
+def test_a_resumed_run_reads_the_data_prepared_with_auto_min_freq(tmp_path):
+    config = tiny_config(tmp_path, n_train=40, n_test=10, vocab={"min_freq": "auto"}, train={"epochs": 1})
+    first = run_cli("train", str(config), "--quiet")
+    assert first.exit_code == 0, first.stderr
+    run_dir = Path(first.stdout.strip().splitlines()[-1])
+    assert yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))["vocab"]["min_freq"] == 1
+    prepared = sorted((tmp_path / "prepared").iterdir())
+    resumed = run_cli("train", str(config), "--quiet", "--resume", str(run_dir), "--set", "train.epochs=2")
+    assert resumed.exit_code == 0, resumed.stderr
+    assert sorted((tmp_path / "prepared").iterdir()) == prepared  # not prepared again under min_freq 1's key
+    assert len(pd.read_csv(run_dir / "history.csv")) == 2
+
+
 def test_a_run_being_trained_cannot_be_resumed_twice(tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
