@@ -50,11 +50,13 @@ def prepare(config: Config, force: bool = False) -> PreparedData:
     ensure_inputs(config)
     key = fingerprint(config)
     root = config.data.prepared_dir / key
-    if not force and not is_prepared(root):
-        root = same_as_auto(config) or root
     if is_prepared(root) and not force:
         log.info(f"using prepared data {root}")
         return load_prepared(root)
+    chosen_by_auto = None if force else prepared_by_auto(config)
+    if chosen_by_auto is not None:
+        log.info(f"using prepared data {chosen_by_auto.root} (vocab.min_freq auto chose {config.vocab.min_freq})")
+        return chosen_by_auto
     clock = Stopwatch()
     with staged_folder(root) as staging:
         sizes, vocab, labels = build_prepared(staging, config, key)
@@ -63,7 +65,7 @@ def prepare(config: Config, force: bool = False) -> PreparedData:
     return load_prepared(root)
 
 
-def same_as_auto(config: Config) -> Path | None:
+def prepared_by_auto(config: Config) -> PreparedData | None:
     """The data prepared with `vocab.min_freq: auto`, where auto chose this config's min_freq: a resumed run, or a
     run's resolved config.yaml trained again, then reads the arrays it was trained on instead of preparing a copy."""
     if config.vocab.min_freq == AUTO:
@@ -71,9 +73,10 @@ def same_as_auto(config: Config) -> Path | None:
     as_auto = config.model_copy(deep=True)
     as_auto.vocab.min_freq = AUTO
     root = config.data.prepared_dir / fingerprint(as_auto)
-    if is_prepared(root) and json.loads((root / files.PREPARED_META).read_text()).get("min_freq") == config.vocab.min_freq:
-        return root
-    return None
+    if not is_prepared(root):
+        return None
+    data = load_prepared(root)  # memory-mapped: cheap, and a damaged folder is the clear DataError
+    return data if data.meta.get("min_freq") == config.vocab.min_freq else None
 
 
 def ensure_inputs(config: Config) -> None:
