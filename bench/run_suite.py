@@ -2,11 +2,14 @@
 
 usage: python bench/run_suite.py [--datasets-dir ../shared/datasets] [--only mr,cr ...] [--skip-imdb]
                                  [--precision fp32] [--set train.compile=true ...] [--section suite-gpu]
+                                 [--seeds 42,1,2]
        python bench/run_suite.py --from-json bench/work/a.json bench/work/b.json --section suite-gpu
 Every textclf command runs as its own subprocess, so one failed run is a row marked failed and the suite goes on.
 Writes its table between `<!-- suite:begin -->` and `<!-- suite:end -->` in bench/RESULTS.md (the rest of the
 file is kept) and every number to bench/work/suite.json; `--section NAME` writes NAME's markers and NAME.json, so
-a GPU run or a compiled run keeps its own table beside the CPU one. `--from-json` runs nothing: it writes the
+a GPU run or a compiled run keeps its own table beside the CPU one. `--seeds` trains every model once per seed (the
+seed also carves the validation split) and adds a table of each model's mean over its seeds: a test set of
+1,000-2,000 texts moves a single run by about a point. `--from-json` runs nothing: it writes the
 section from saved JSON files, in order (a suite split into parts on a machine lent for minutes at a time).
 """
 
@@ -59,6 +62,7 @@ class Floor:
 class RunResult:
     dataset: str
     model: str  # "default cnn", "default lstm" or the shipped config's path
+    seed: int | None = None  # None: the config's own
     status: str = "ok"  # ok | failed
     error: str | None = None
     run_dir: str | None = None
@@ -217,17 +221,18 @@ def read_training(run_dir: Path, result: RunResult) -> None:
 
 
 def run_dataset(dataset: str, datasets_dir: Path, precision: str | None,
-                train_overrides: Sequence[str] = ()) -> Iterator[RunResult]:
-    for model in ("cnn", "lstm"):
-        config = write_config(default_config(dataset, model, datasets_dir),
-                              WORK / "configs" / f"{dataset}-{model}.yaml")
-        yield train_and_evaluate(RunResult(dataset, f"default {model}"), config, [], precision, train_overrides)
+                train_overrides: Sequence[str] = (), seeds: Sequence[int | None] = (None,)) -> Iterator[RunResult]:
+    configs = [(f"default {model}", write_config(default_config(dataset, model, datasets_dir),
+                                                 WORK / "configs" / f"{dataset}-{model}.yaml"), [])
+               for model in ("cnn", "lstm")]
     if dataset == IMDB:
         archive = datasets_dir / IMDB_ARCHIVE
-        for shipped in SHIPPED_CONFIGS:
-            overrides = [f"data.train={archive}", f"data.prepared_dir={WORK / 'prepared'}",
-                         f"output.runs_dir={WORK / 'runs'}"]
-            yield train_and_evaluate(RunResult(dataset, shipped), ROOT / shipped, overrides, precision, train_overrides)
+        configs += [(shipped, ROOT / shipped, [f"data.train={archive}", f"data.prepared_dir={WORK / 'prepared'}",
+                                               f"output.runs_dir={WORK / 'runs'}"]) for shipped in SHIPPED_CONFIGS]
+    for model, config, overrides in configs:
+        for seed in seeds:
+            seeded = overrides + ([] if seed is None else [f"seed={seed}"])  # prepare too: the seed carves valid
+            yield train_and_evaluate(RunResult(dataset, model, seed), config, seeded, precision, train_overrides)
 
 
 # ---- the machine ----
@@ -302,6 +307,7 @@ def render_section(results: list[RunResult], floors: dict[str, Floor], info: dic
     for r in results:
         floor = floors.get(r.dataset)
         name = f"`{r.model}`" if r.model.endswith(".yaml") else r.model
+        name += "" if r.seed is None else f", seed {r.seed}"
         if r.status != "ok":
             name += f" **failed**: {r.error}".replace("|", "/")
         epochs = "-" if r.epochs is None else f"{r.epochs} ({r.best_epoch})"
@@ -310,6 +316,7 @@ def render_section(results: list[RunResult], floors: dict[str, Floor], info: dic
                      f"{percent(floor.accuracy if floor else None)} | {percent(floor.f1_macro if floor else None)} | "
                      f"{margin(r, floor)} |" + (f" {seconds(r.first_epoch_s)} / {seconds(r.epoch_s)} | "
                                                 f"{megabytes(r.gpu_memory_mb)} |" if gpu else ""))
+    lines += seed_means(results, floors)
     lines += ["", "TF-IDF+LR per dataset:", ""]
     for dataset, floor in floors.items():
         if floor.error:
@@ -318,6 +325,39 @@ def render_section(results: list[RunResult], floors: dict[str, Floor], info: dic
             lines.append(f"- {dataset}: accuracy {percent(floor.accuracy)}, macro-F1 {percent(floor.f1_macro)}, "
                          f"{floor.seconds:.1f} s (vectorize + fit + predict)")
     return "\n".join(lines + ["", end])
+
+
+def seed_means(results: list[RunResult], floors: dict[str, Floor]) -> list[str]:
+    """A table of each model's mean over its seeds, where some model ran with more than one seed."""
+    groups: dict[tuple[str, str], list[RunResult]] = {}
+    for r in results:
+        groups.setdefault((r.dataset, r.model), []).append(r)
+    if all(len(runs) < 2 for runs in groups.values()):
+        return []
+    lines = ["", "Mean over seeds (failed runs left out; the margin is the mean's, the last column counts the seeds "
+             "whose own run is above TF-IDF+LR):", "",
+             "| dataset | model / config | seeds | mean test acc. | sd | min - max | mean macro-F1 | mean train time | "
+             "TF-IDF+LR acc. | margin of the mean | seeds above |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---|---:|"]
+    for (dataset, model), runs in groups.items():
+        done = [r for r in runs if r.test_accuracy is not None]
+        floor = floors.get(dataset)
+        if not done:
+            continue
+        accuracies = [r.test_accuracy for r in done]
+        mean = RunResult(dataset, model, test_accuracy=statistics.fmean(accuracies))
+        above = sum(floor is not None and floor.accuracy is not None and a > floor.accuracy for a in accuracies)
+        spread = statistics.stdev(accuracies) if len(accuracies) > 1 else None
+        f1s = [r.f1_macro for r in done if r.f1_macro is not None]
+        times = [r.train_s for r in done if r.train_s is not None]
+        name = f"`{model}`" if model.endswith(".yaml") else model
+        lines.append(f"| {dataset} | {name} | {', '.join(str(r.seed) for r in done)} | {percent(mean.test_accuracy)} | "
+                     f"{percent(spread)} | {percent(min(accuracies))} - {percent(max(accuracies))} | "
+                     f"{percent(statistics.fmean(f1s) if f1s else None)} | "
+                     f"{minutes(statistics.fmean(times) if times else None)} | "
+                     f"{percent(floor.accuracy if floor else None)} | {margin(mean, floor)} | "
+                     f"{above} of {len(done)} |")
+    return lines
 
 
 def seconds(value: float | None) -> str:
@@ -354,6 +394,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="passed to every train as --set train.precision=...; default: each config's own")
     parser.add_argument("--set", dest="train_overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="passed to every train, e.g. --set train.compile=true (repeatable)")
+    parser.add_argument("--seeds", type=seed_list, default=[None], metavar="N,N,...",
+                        help="train every model once per seed (default: the config's own seed, once)")
     parser.add_argument("--section", default=SECTION,
                         help="the RESULTS.md section (and bench/work/SECTION.json) to write; default: suite")
     parser.add_argument("--results", type=Path, default=RESULTS)
@@ -365,6 +407,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--section {args.section!r}: letters, digits and '-' only")
     args.json = args.json or SUITE_JSON.with_name(f"{args.section}.json")
     return args
+
+
+def seed_list(value: str) -> list[int]:
+    try:
+        seeds = [int(part) for part in value.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r}: comma-separated whole numbers, e.g. 42,1,2") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"{value!r}: one or more different seeds, e.g. 42,1,2")
+    return seeds
 
 
 def chosen_datasets(args: argparse.Namespace) -> list[str]:
@@ -415,9 +467,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"== {dataset}", flush=True)
         floors[dataset] = floor_for(dataset, args.datasets_dir)
         print(f"  TF-IDF+LR: {floors[dataset]}", flush=True)
-        for result in run_dataset(dataset, args.datasets_dir, args.precision, args.train_overrides):
+        for result in run_dataset(dataset, args.datasets_dir, args.precision, args.train_overrides, args.seeds):
             results.append(result)
-            print(f"  {result.model}: test {percent(result.test_accuracy)} f1 {percent(result.f1_macro)} "
+            seeded = "" if result.seed is None else f" seed {result.seed}"
+            print(f"  {result.model}{seeded}: test {percent(result.test_accuracy)} f1 {percent(result.f1_macro)} "
                   f"train {minutes(result.train_s)} ({result.status})", flush=True)
             # after each run, so a suite cut short still leaves its numbers
             write_atomic(args.json, json.dumps({"command": command, "date": when, "machine": info,

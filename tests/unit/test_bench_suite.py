@@ -143,3 +143,37 @@ def test_a_gpu_section_has_its_own_markers_and_columns_and_merges_from_json(suit
 def test_a_section_name_must_be_a_plain_word(suite):
     with pytest.raises(SystemExit):
         suite.parse_args(["--section", "gpu --> x"])
+
+
+def test_seeds_give_a_row_per_seed_and_a_table_of_means(suite):
+    floors = {"mr": suite.Floor(accuracy=0.80, f1_macro=0.80, seconds=1.0)}
+    runs = [suite.RunResult("mr", "default cnn", seed, train_s=30.0, test_accuracy=accuracy, f1_macro=accuracy)
+            for seed, accuracy in ((42, 0.79), (1, 0.82), (2, 0.83))]
+    runs.append(suite.RunResult("mr", "default lstm", 42, status="failed", error="exit 1: error: x"))
+    info = {"cpu": "Test CPU", "cores": 2, "amx": [], "avx512_bf16": False, "torch": "2.x", "python": "3.11",
+            "system": "Linux"}
+    section = suite.render_section(runs, floors, info, "python bench/run_suite.py --seeds 42,1,2", "fp32", "today")
+    assert "| mr | default cnn, seed 42 | 79.00 |" in section and "| mr | default cnn, seed 2 | 83.00 |" in section
+    assert "| mr | default cnn | 42, 1, 2 | 81.33 | 2.08 | 79.00 - 83.00 | 81.33 | 30 s | 80.00 | +1.33 (above) " \
+           "| 2 of 3 |" in section
+    assert "| mr | default lstm | 42 |" not in section  # no finished run: no mean
+    single = suite.render_section(runs[:1], floors, info, "python bench/run_suite.py", "fp32", "today")
+    assert "Mean over seeds" not in single
+
+
+def test_every_seed_trains_and_prepares_with_its_own_seed(suite, tmp_path, monkeypatch):
+    monkeypatch.setattr(suite, "WORK", tmp_path / "work")
+    calls = []
+    monkeypatch.setattr(suite, "train_and_evaluate", lambda result, config, overrides, *rest: calls.append(
+        (result.model, result.seed, overrides)) or result)
+    results = list(suite.run_dataset("mr", tmp_path, "fp32", seeds=[42, 7]))
+    assert [(r.model, r.seed) for r in results] == [("default cnn", 42), ("default cnn", 7), ("default lstm", 42),
+                                                    ("default lstm", 7)]
+    assert calls[1][2] == ["seed=7"]  # train_and_evaluate passes these to prepare and to train
+    assert [r.seed for r in suite.run_dataset("mr", tmp_path, "fp32")] == [None, None]
+
+
+@pytest.mark.parametrize("value", ["a,b", "1,1", ","])
+def test_seeds_must_be_different_whole_numbers(suite, value):
+    with pytest.raises(SystemExit):
+        suite.parse_args(["--seeds", value])
