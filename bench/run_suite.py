@@ -2,7 +2,7 @@
 
 usage: python bench/run_suite.py [--datasets-dir ../shared/datasets] [--only mr,cr ...] [--skip-imdb]
                                  [--precision fp32] [--set train.compile=true ...] [--section suite-gpu]
-                                 [--seeds 42,1,2]
+                                 [--seeds 42,1,2] [--models cnn,configs/cnn.yaml]
        python bench/run_suite.py --from-json bench/work/a.json bench/work/b.json --section suite-gpu
 Every textclf command runs as its own subprocess, so one failed run is a row marked failed and the suite goes on.
 Writes its table between `<!-- suite:begin -->` and `<!-- suite:end -->` in bench/RESULTS.md (the rest of the
@@ -40,6 +40,7 @@ IMDB = "imdb"
 IMDB_ARCHIVE = Path("imdb") / "aclImdb_v1.tar.gz"
 SHIPPED_CONFIGS = ("configs/cnn.yaml", "configs/lstm.yaml")
 SECTION = "suite"
+MODELS = ("cnn", "lstm", *SHIPPED_CONFIGS)
 
 
 def markers(section: str) -> tuple[str, str]:
@@ -221,14 +222,17 @@ def read_training(run_dir: Path, result: RunResult) -> None:
 
 
 def run_dataset(dataset: str, datasets_dir: Path, precision: str | None,
-                train_overrides: Sequence[str] = (), seeds: Sequence[int | None] = (None,)) -> Iterator[RunResult]:
+                train_overrides: Sequence[str] = (), seeds: Sequence[int | None] = (None,),
+                models: Sequence[str] = MODELS) -> Iterator[RunResult]:
+    """Each chosen model (`cnn`, `lstm`: the default configs; a shipped config's path, IMDb only) once per seed."""
     configs = [(f"default {model}", write_config(default_config(dataset, model, datasets_dir),
                                                  WORK / "configs" / f"{dataset}-{model}.yaml"), [])
-               for model in ("cnn", "lstm")]
+               for model in ("cnn", "lstm") if model in models]
     if dataset == IMDB:
         archive = datasets_dir / IMDB_ARCHIVE
         configs += [(shipped, ROOT / shipped, [f"data.train={archive}", f"data.prepared_dir={WORK / 'prepared'}",
-                                               f"output.runs_dir={WORK / 'runs'}"]) for shipped in SHIPPED_CONFIGS]
+                                               f"output.runs_dir={WORK / 'runs'}"]) for shipped in SHIPPED_CONFIGS
+                    if shipped in models]
     for model, config, overrides in configs:
         for seed in seeds:
             seeded = overrides + ([] if seed is None else [f"seed={seed}"])  # prepare too: the seed carves valid
@@ -396,6 +400,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="passed to every train, e.g. --set train.compile=true (repeatable)")
     parser.add_argument("--seeds", type=seed_list, default=[None], metavar="N,N,...",
                         help="train every model once per seed (default: the config's own seed, once)")
+    parser.add_argument("--models", type=model_list, default=list(MODELS), metavar="NAME,NAME,...",
+                        help=f"which models to train: {', '.join(MODELS)} (default: all)")
     parser.add_argument("--section", default=SECTION,
                         help="the RESULTS.md section (and bench/work/SECTION.json) to write; default: suite")
     parser.add_argument("--results", type=Path, default=RESULTS)
@@ -417,6 +423,14 @@ def seed_list(value: str) -> list[int]:
     if not seeds or len(set(seeds)) != len(seeds):
         raise argparse.ArgumentTypeError(f"{value!r}: one or more different seeds, e.g. 42,1,2")
     return seeds
+
+
+def model_list(value: str) -> list[str]:
+    models = [part.strip() for part in value.split(",") if part.strip()]
+    unknown = [model for model in models if model not in MODELS]
+    if not models or unknown:
+        raise argparse.ArgumentTypeError(f"{value!r}: choose from {', '.join(MODELS)}")
+    return models
 
 
 def chosen_datasets(args: argparse.Namespace) -> list[str]:
@@ -467,7 +481,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"== {dataset}", flush=True)
         floors[dataset] = floor_for(dataset, args.datasets_dir)
         print(f"  TF-IDF+LR: {floors[dataset]}", flush=True)
-        for result in run_dataset(dataset, args.datasets_dir, args.precision, args.train_overrides, args.seeds):
+        for result in run_dataset(dataset, args.datasets_dir, args.precision, args.train_overrides, args.seeds,
+                                  args.models):
             results.append(result)
             seeded = "" if result.seed is None else f" seed {result.seed}"
             print(f"  {result.model}{seeded}: test {percent(result.test_accuracy)} f1 {percent(result.f1_macro)} "

@@ -177,3 +177,14 @@ def test_every_seed_trains_and_prepares_with_its_own_seed(suite, tmp_path, monke
 def test_seeds_must_be_different_whole_numbers(suite, value):
     with pytest.raises(SystemExit):
         suite.parse_args(["--seeds", value])
+
+
+def test_models_chooses_which_configs_train(suite, tmp_path, monkeypatch):
+    monkeypatch.setattr(suite, "WORK", tmp_path / "work")
+    monkeypatch.setattr(suite, "train_and_evaluate", lambda result, *rest: result)
+    args = suite.parse_args(["--models", "cnn,configs/cnn.yaml"])
+    assert [r.model for r in suite.run_dataset("imdb", tmp_path, None, models=args.models)] == [
+        "default cnn", "configs/cnn.yaml"]
+    assert [r.model for r in suite.run_dataset("mr", tmp_path, None, models=args.models)] == ["default cnn"]
+    with pytest.raises(SystemExit):
+        suite.parse_args(["--models", "cnn,bert"])
