@@ -38,7 +38,7 @@ DEFAULT_DATASETS = ROOT.parent / "shared" / "datasets"
 CSV_DATASETS = ("mr", "subj", "cr", "mpqa", "agnews")
 IMDB = "imdb"
 IMDB_ARCHIVE = Path("imdb") / "aclImdb_v1.tar.gz"
-SHIPPED_CONFIGS = ("configs/cnn.yaml", "configs/lstm.yaml")
+SHIPPED_CONFIGS = ("configs/cnn.yaml", "configs/cnn-large.yaml", "configs/lstm.yaml")
 SECTION = "suite"
 MODELS = ("cnn", "lstm", *SHIPPED_CONFIGS)
 

@@ -154,16 +154,29 @@ def test_model_section_without_type_is_a_cnn(tmp_path: Path) -> None:
 
 
 def test_every_shipped_config_is_there() -> None:
-    assert {path.name for path in SHIPPED_CONFIGS} >= {"quickstart.yaml", "cnn.yaml", "lstm.yaml"}
+    assert {path.name for path in SHIPPED_CONFIGS} >= {"quickstart.yaml", "cnn.yaml", "cnn-large.yaml", "lstm.yaml"}
 
 
 @pytest.mark.parametrize("path", SHIPPED_CONFIGS, ids=lambda path: path.name)
 def test_shipped_config_validates(path: Path) -> None:
     config = load_config(path)
     assert config.experiment
-    expected_model = {"cnn.yaml": "cnn", "lstm.yaml": "lstm"}.get(path.name)
+    expected_model = {"cnn.yaml": "cnn", "cnn-large.yaml": "cnn", "lstm.yaml": "lstm"}.get(path.name)
     if expected_model:
         assert config.model.type == expected_model and config.data.format == "imdb"
+
+
+def test_cnn_large_is_the_default_cnn_spelled_out(tmp_path: Path) -> None:
+    """Its measured accuracy is the default CNN's on IMDb: the two must not drift apart."""
+    large = load_config(REPO / "configs/cnn-large.yaml")
+    minimal = tmp_path / "minimal.yaml"
+    minimal.write_text(f"experiment: x\ndata:\n  format: imdb\n  train: {large.data.train}\nmodel:\n  type: cnn\n")
+    default = load_config(minimal)
+    for section in ("tokenizer", "vocab", "model"):
+        assert getattr(large, section) == getattr(default, section), section
+    # precision auto, like cnn.yaml: bf16 inference where the CPU has it (the suite trains both in fp32)
+    assert large.train.model_copy(update={"precision": "fp32"}) == default.train
+    assert (large.seed, large.data.valid_fraction) == (default.seed, default.data.valid_fraction)
 
 
 def test_quickstart_points_at_the_bundled_sample() -> None:
