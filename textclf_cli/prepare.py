@@ -48,12 +48,13 @@ def tokenizer_settings(config: Config) -> TokenizerSettings:
 def prepare(config: Config, force: bool = False) -> PreparedData:
     """Prepared data for this config: reused when its fingerprint exists, else built and written once."""
     ensure_inputs(config)
-    key = fingerprint(config)
+    digests = input_digests(config)  # hashing a large archive takes a while: once per prepare
+    key = fingerprint(config, digests)
     root = config.data.prepared_dir / key
     if is_prepared(root) and not force:
         log.info(f"using prepared data {root}")
         return load_prepared(root)
-    chosen_by_auto = None if force else prepared_by_auto(config)
+    chosen_by_auto = None if force else prepared_by_auto(config, digests)
     if chosen_by_auto is not None:
         log.info(f"using prepared data {chosen_by_auto.root} (vocab.min_freq auto chose {config.vocab.min_freq})")
         return chosen_by_auto
@@ -65,14 +66,14 @@ def prepare(config: Config, force: bool = False) -> PreparedData:
     return load_prepared(root)
 
 
-def prepared_by_auto(config: Config) -> PreparedData | None:
+def prepared_by_auto(config: Config, digests: dict[str, str] | None = None) -> PreparedData | None:
     """The data prepared with `vocab.min_freq: auto`, where auto chose this config's min_freq: a resumed run, or a
     run's resolved config.yaml trained again, then reads the arrays it was trained on instead of preparing a copy."""
     if config.vocab.min_freq == AUTO:
         return None
     as_auto = config.model_copy(deep=True)
     as_auto.vocab.min_freq = AUTO
-    root = config.data.prepared_dir / fingerprint(as_auto)
+    root = config.data.prepared_dir / fingerprint(as_auto, digests)
     if not is_prepared(root):
         return None
     data = load_prepared(root)  # memory-mapped: cheap, and a damaged folder is the clear DataError
@@ -86,14 +87,20 @@ def ensure_inputs(config: Config) -> None:
         download(data.url, data.train, data.sha256)
 
 
-def fingerprint(config: Config) -> str:
-    """Hash of the input files' contents and every setting that changes the prepared arrays."""
+def input_digests(config: Config) -> dict[str, str]:
+    """Each input file's content hash (a folder's listing), by split name."""
     data = config.data
-    inputs = {name: _file_digest(path) for name, path in (("train", data.train), ("valid", data.valid),
-                                                          ("test", data.test)) if path is not None}
+    return {name: _file_digest(path) for name, path in (("train", data.train), ("valid", data.valid),
+                                                        ("test", data.test)) if path is not None}
+
+
+def fingerprint(config: Config, digests: dict[str, str] | None = None) -> str:
+    """Hash of the input files' contents and every setting that changes the prepared arrays; `digests` are
+    input_digests(config), passed in where they are already known."""
+    data = config.data
     settings = {
         "format_version": FORMAT_VERSION,
-        "inputs": inputs,
+        "inputs": input_digests(config) if digests is None else digests,
         "data": data.model_dump(mode="json", include={"format", "text_column", "label_column", "encoding", "bad_rows"}),
         "tokenizer": config.tokenizer.model_dump(mode="json"),
         "vocab": config.vocab.model_dump(mode="json", include={"max_size", "min_freq"}),

@@ -301,3 +301,15 @@ def test_auto_min_freq_keeps_words_seen_once_in_short_texts_and_records_the_choi
     assert set(twice.vocab) < set(data.vocab) and twice.root != data.root
     # the value auto chose (a resumed run's config.yaml) reads the same arrays, not a copy
     assert prepare(config_with(config_path, valid, "vocab.min_freq=1")).root == data.root
+
+
+def test_prepare_hashes_each_input_file_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the path that looks for data auto prepared needs a second fingerprint: it reuses the first one's digests
+    config_path = tiny_config(tmp_path, n_train=40, n_test=10, vocab={"min_freq": "auto"})
+    prepare(config_with(config_path))
+    hashed: list[Path] = []
+    real_sha = prepare_module.sha256_of
+    monkeypatch.setattr(prepare_module, "sha256_of", lambda path: hashed.append(path) or real_sha(path))
+    config = config_with(config_path, "vocab.min_freq=1")
+    prepare(config)
+    assert sorted(hashed) == sorted([config.data.train, config.data.test])
