@@ -454,7 +454,8 @@ def section_from_json(paths: list[Path], section: str) -> str:
     floors = {name: Floor(**floor) for part in saved for name, floor in part["floors"].items()}
     results = [RunResult(**run) for part in saved for run in part["runs"]]
     commands = "\n".join(part["command"] for part in saved)
-    when = " and ".join(dict.fromkeys(part["date"] for part in saved))
+    dates = list(dict.fromkeys(part["date"] for part in saved))
+    when = " and ".join([", ".join(dates[:-1]), dates[-1]] if len(dates) > 2 else dates)
     precisions = {part["precision"] for part in saved}
     overrides = list(dict.fromkeys(value for part in saved for value in part.get("train_overrides", [])))
     return render_section(results, floors, saved[0]["machine"], commands,
