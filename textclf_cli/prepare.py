@@ -66,7 +66,7 @@ def prepare(config: Config, force: bool = False) -> PreparedData:
     return load_prepared(root)
 
 
-def prepared_by_auto(config: Config, digests: dict[str, str] | None = None) -> PreparedData | None:
+def prepared_by_auto(config: Config, digests: dict[str, str]) -> PreparedData | None:
     """The data prepared with `vocab.min_freq: auto`, where auto chose this config's min_freq: a resumed run, or a
     run's resolved config.yaml trained again, then reads the arrays it was trained on instead of preparing a copy."""
     if config.vocab.min_freq == AUTO:
