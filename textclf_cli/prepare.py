@@ -59,7 +59,7 @@ def prepare(config: Config, force: bool = False) -> PreparedData:
         log.info(f"using prepared data {chosen_by_auto.root} (vocab.min_freq auto chose {config.vocab.min_freq})")
         return chosen_by_auto
     clock = Stopwatch()
-    with staged_folder(root) as staging:
+    with staged_folder(root, replace=force) as staging:
         sizes, vocab, labels = build_prepared(staging, config, key)
     counts = ", ".join(f"{split} {size}" for split, size in sizes.items())
     log.info(f"prepared {root} in {clock.seconds:.1f}s: {counts}; vocabulary {len(vocab)}; labels {labels}")

@@ -313,3 +313,34 @@ def test_prepare_hashes_each_input_file_once(tmp_path: Path, monkeypatch: pytest
     config = config_with(config_path, "vocab.min_freq=1")
     prepare(config)
     assert sorted(hashed) == sorted([config.data.train, config.data.test])
+
+
+def test_force_rebuilds_the_folder_in_place(config_path: Path) -> None:
+    # --force used to build fresh arrays in a staging folder and then throw them away, keeping the old folder
+    data = prepare(config_with(config_path))
+    stale = data.root / "left-by-the-old-folder"
+    stale.write_text("x")
+    (data.root / "train.ids.npy").write_bytes(b"")
+    again = prepare(config_with(config_path), force=True)
+    assert again.root == data.root and not stale.exists()
+    assert len(again.splits["train"].ids) == int(again.splits["train"].offsets[-1]) > 0
+    assert sorted(path.name for path in data.root.parent.iterdir()) == [data.root.name]  # no staging left
+
+
+@pytest.mark.parametrize(
+    ("name", "damage"),
+    [("train.ids.npy", b""), ("train.offsets.npy", None), ("meta.json", b'{"tokenizer": {'), ("vocab.json", b"[]x"),
+     ("labels.json", None), ("meta.json", b"[]")],
+)
+def test_a_damaged_prepared_folder_says_to_run_prepare_force(config_path: Path, name: str,
+                                                               damage: bytes | None) -> None:
+    root = prepare(config_with(config_path)).root
+    path = root / name
+    if damage is None:  # truncated: the header survives, the values do not
+        path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2 or 1])
+    else:
+        path.write_bytes(damage)
+    with pytest.raises(DataError) as caught:
+        prepare(config_with(config_path))
+    assert str(caught.value).startswith(f"prepared data in {root} is damaged: run prepare --force (")
+    assert prepare(config_with(config_path), force=True).root == root

@@ -75,21 +75,41 @@ def write_prepared(root: Path, data: PreparedData) -> None:
 
 
 @contextmanager
-def staged_folder(root: Path) -> Iterator[Path]:
+def staged_folder(root: Path, replace: bool = False) -> Iterator[Path]:
     """A temp folder beside `root`, renamed into place when the block succeeds and removed either way, so a
-    crash never leaves a half-prepared key. The block must call write_index last."""
+    crash never leaves a half-prepared key. The block must call write_index last.
+
+    `replace` (prepare --force): an existing `root` is swapped out by two renames and then deleted, so a reader
+    sees the old folder whole, briefly none, or the new one whole; never a mix. Without it an existing `root`
+    is kept: another process finished the same key first, and theirs is identical."""
     root.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
     staging.chmod(0o777 & ~current_umask())  # mkdtemp makes 0700; the renamed folder should be shareable
     try:
         yield staging
+        if replace and root.exists():
+            _swap_in(staging, root)
+            return
         try:
             os.rename(staging, root)
         except OSError:
-            if not is_prepared(root):  # another process finished the same key first: theirs is identical
+            if not is_prepared(root):
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _swap_in(staging: Path, root: Path) -> None:
+    """Put `staging` where `root` is and delete the old `root`; the old one goes back if the second rename fails."""
+    retired = Path(tempfile.mkdtemp(prefix=f".{root.name}.old.", dir=root.parent)) / root.name
+    os.rename(root, retired)
+    try:
+        os.rename(staging, root)
+    except OSError:
+        os.rename(retired, root)
+        raise
+    finally:
+        shutil.rmtree(retired.parent, ignore_errors=True)
 
 
 def write_index(folder: Path, vocab: list[str], labels: list[str], meta: dict, splits: list[str]) -> None:
@@ -128,20 +148,36 @@ def save_array(path: Path, array: np.ndarray) -> None:
 
 def load_prepared(root: Path) -> PreparedData:
     """The prepared arrays, memory-mapped read-only: pages are read on demand and shared through the page cache
-    by every process on the machine (DDP ranks, an evaluate next to a train) instead of copied into each."""
+    by every process on the machine (DDP ranks, an evaluate next to a train) instead of copied into each.
+
+    A folder that cannot be read back whole (a file truncated, emptied or deleted; arrays that do not fit
+    together) is a DataError that says how to rebuild it."""
     try:
-        meta = json.loads((root / files.PREPARED_META).read_text(encoding="utf-8"))
-        vocab = json.loads((root / files.PREPARED_VOCAB).read_text(encoding="utf-8"))
-        labels = json.loads((root / files.PREPARED_LABELS).read_text(encoding="utf-8"))
-        splits = {split: _load_split(root, split) for split in meta["splits"]}
-    except (OSError, ValueError, KeyError) as exc:
-        raise DataError(f"{root}: prepared data is damaged ({exc}); delete this folder and run prepare again") from None
+        return _read_prepared(root)
+    except (OSError, EOFError, ValueError, KeyError, TypeError, IndexError) as exc:
+        raise DataError(f"prepared data in {root} is damaged: run prepare --force "
+                        f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'unreadable'})") from None
+
+
+def _read_prepared(root: Path) -> PreparedData:
+    meta = json.loads((root / files.PREPARED_META).read_text(encoding="utf-8"))
+    vocab = json.loads((root / files.PREPARED_VOCAB).read_text(encoding="utf-8"))
+    labels = json.loads((root / files.PREPARED_LABELS).read_text(encoding="utf-8"))
+    if not (isinstance(meta, dict) and isinstance(vocab, list) and isinstance(labels, list)):
+        raise ValueError("meta.json, vocab.json or labels.json does not hold what prepare writes")
+    splits = {split: _load_split(root, split) for split in meta["splits"]}
     return PreparedData(root, vocab, labels, TokenizerSettings(**meta["tokenizer"]), splits, meta)
 
 
 def _load_split(root: Path, split: str) -> EncodedSplit:
-    return EncodedSplit(
+    encoded = EncodedSplit(
         ids=np.load(root / files.PREPARED_IDS.format(split=split), mmap_mode="r"),
         offsets=np.load(root / files.PREPARED_OFFSETS.format(split=split), mmap_mode="r"),
         targets=np.load(root / files.PREPARED_TARGETS.format(split=split), mmap_mode="r"),
     )
+    offsets = encoded.offsets
+    # reads two numbers, not the arrays: a truncated or mismatched file shows up here rather than mid-training
+    if offsets.ndim != 1 or len(offsets) != len(encoded.targets) + 1 or int(offsets[-1]) != len(encoded.ids):
+        raise ValueError(f"the {split} arrays do not fit together ({len(encoded.ids)} ids, {len(offsets)} "
+                         f"offsets, {len(encoded.targets)} targets)")
+    return encoded
