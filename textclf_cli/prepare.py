@@ -21,7 +21,7 @@ from textclf_cli import files
 from textclf_cli.auto import auto_min_freq
 from textclf_cli.config import AUTO, Config
 from textclf_cli.console import RateProgress, Stopwatch, log
-from textclf_cli.data.download import download, sha256_of
+from textclf_cli.data.download import check_archive, download, sha256_of, warn_if_unverified
 from textclf_cli.data.prepared import (
     FORMAT_VERSION,
     NpyWriter,
@@ -47,8 +47,9 @@ def tokenizer_settings(config: Config) -> TokenizerSettings:
 
 def prepare(config: Config, force: bool = False) -> PreparedData:
     """Prepared data for this config: reused when its fingerprint exists, else built and written once."""
-    ensure_inputs(config)
-    digests = input_digests(config)  # hashing a large archive takes a while: once per prepare
+    downloaded = ensure_inputs(config)
+    digests = input_digests(config, downloaded)  # hashing a large archive takes a while: once per prepare
+    check_train_digest(config, digests["train"])
     key = fingerprint(config, digests)
     root = config.data.prepared_dir / key
     if is_prepared(root) and not force:
@@ -80,18 +81,32 @@ def prepared_by_auto(config: Config, digests: dict[str, str]) -> PreparedData | 
     return data if data.meta.get("min_freq") == config.vocab.min_freq else None
 
 
-def ensure_inputs(config: Config) -> None:
-    """Download the train archive when it is missing and data.url is set."""
+def ensure_inputs(config: Config) -> dict[str, str]:
+    """Download the train archive when it is missing and data.url is set; {"train": its sha256} when it was."""
     data = config.data
+    warn_if_unverified(data.url, data.sha256)
     if not data.train.exists() and data.url:
-        download(data.url, data.train, data.sha256)
+        return {"train": download(data.url, data.train, data.sha256)}
+    return {}
 
 
-def input_digests(config: Config) -> dict[str, str]:
-    """Each input file's content hash (a folder's listing), by split name."""
+def input_digests(config: Config, known: dict[str, str] | None = None) -> dict[str, str]:
+    """Each input file's content hash (a folder's listing), by split name; `known` ones are not hashed again."""
     data = config.data
-    return {name: _file_digest(path) for name, path in (("train", data.train), ("valid", data.valid),
-                                                        ("test", data.test)) if path is not None}
+    known = known or {}
+    return {name: known.get(name) or _file_digest(path)
+            for name, path in (("train", data.train), ("valid", data.valid), ("test", data.test)) if path is not None}
+
+
+def check_train_digest(config: Config, digest: str) -> None:
+    """data.sha256 against the train file on every prepare, not only after a download."""
+    data = config.data
+    if data.sha256 is None:
+        return
+    if data.train.is_dir():
+        log.warning(f"data.sha256 is not checked: data.train {data.train} is a folder, not the archive")
+        return
+    check_archive(data.train, digest, data.sha256)
 
 
 def fingerprint(config: Config, digests: dict[str, str] | None = None) -> str:

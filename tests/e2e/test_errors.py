@@ -276,6 +276,16 @@ def checksum_mismatch(ws):
                                     "the download was deleted"]
 
 
+def checksum_mismatch_of_an_existing_archive(ws):
+    # symlinked in as the quickstart suggests: no download happens, and the hash is checked all the same
+    archive = imdb_tarball(ws.tmp / "elsewhere/aclImdb_v1.tar.gz")
+    link = ws.tmp / "data/aclImdb_v1.tar.gz"
+    link.parent.mkdir(exist_ok=True)
+    link.symlink_to(archive)
+    config = imdb_config(ws, link, url="https://example.invalid/aclImdb_v1.tar.gz", sha256="0" * 64)
+    return ["prepare", str(config)], [f"{link}: checksum mismatch", "expected " + "0" * 64, "in data.sha256"]
+
+
 # ---------------------------------------------------------------------------------------------------------
 # runs and checkpoints: exit 4 (2 for usage)
 
@@ -390,6 +400,7 @@ CASES: dict[str, tuple[int, Setup]] = {
     "imdb_not_an_archive": (3, imdb_not_an_archive),
     "imdb_wrong_layout": (3, imdb_wrong_layout),
     "checksum_mismatch": (3, checksum_mismatch),
+    "checksum_mismatch_of_an_existing_archive": (3, checksum_mismatch_of_an_existing_archive),
     # runs and checkpoints
     "evaluate_unfinished_run": (4, evaluate_unfinished_run),
     "predict_unfinished_run": (4, predict_unfinished_run),
@@ -466,6 +477,57 @@ def test_checksum_mismatch_deletes_the_download(tmp_path):
     assert run_cli(*args).exit_code == 3
     downloads = tmp_path / "downloads"
     assert downloads.is_dir() and list(downloads.iterdir()) == [], "the bad download (and its .part) is gone"
+
+
+def test_a_mismatching_existing_archive_is_kept(tmp_path):
+    args, _ = checksum_mismatch_of_an_existing_archive(Workspace(tmp_path, lambda: Path()))
+    assert run_cli(*args).exit_code == 3
+    assert (tmp_path / "elsewhere/aclImdb_v1.tar.gz").is_file(), "the user's own archive is never deleted"
+
+
+def test_a_matching_existing_archive_is_hashed_once(tmp_path, monkeypatch):
+    from textclf_cli import prepare as prepare_module
+    from textclf_cli.data.download import sha256_of
+
+    ws = Workspace(tmp_path, lambda: Path())
+    archive = imdb_tarball(tmp_path / "data/aclImdb_v1.tar.gz")
+    config = imdb_config(ws, archive, url="https://example.invalid/a.tar.gz", sha256=sha256_of(archive))
+    hashed = []
+    monkeypatch.setattr(prepare_module, "sha256_of", lambda path: hashed.append(path) or sha256_of(path))
+    result = run_cli("prepare", str(config))
+    assert result.exit_code == 0, result.output
+    assert hashed == [archive] and "WARNING" not in result.stderr
+
+
+@pytest.mark.parametrize(("url", "sha256", "warning"), [
+    ("https://example.invalid/a.tar.gz", False, "data.url https://example.invalid/a.tar.gz: data.sha256 is not set, "
+                                                "so it is not checked"),
+    ("http://example.invalid/a.tar.gz", True, "data.url http://example.invalid/a.tar.gz: it is plain http://, open "
+                                              "to tampering on the way (use https://)"),
+])
+def test_an_unverifiable_url_is_warned_about(tmp_path, url, sha256, warning):
+    from textclf_cli.data.download import sha256_of
+
+    ws = Workspace(tmp_path, lambda: Path())
+    archive = imdb_tarball(tmp_path / "data/aclImdb_v1.tar.gz")
+    config = imdb_config(ws, archive, url=url, **({"sha256": sha256_of(archive)} if sha256 else {}))
+    result = run_cli("prepare", str(config))
+    assert result.exit_code == 0, result.output
+    assert [line.split("WARNING ", 1)[1] for line in result.stderr.splitlines() if "WARNING" in line] == [warning]
+
+
+def test_a_download_is_hashed_while_it_streams_in(tmp_path, monkeypatch):
+    from textclf_cli import prepare as prepare_module
+    from textclf_cli.data.download import sha256_of
+
+    source = imdb_tarball(tmp_path / "mirror/aclImdb_v1.tar.gz")
+    target = tmp_path / "downloads/aclImdb_v1.tar.gz"
+    config = imdb_config(Workspace(tmp_path, lambda: Path()), target, url=source.as_uri(), sha256=sha256_of(source))
+    hashed = []
+    monkeypatch.setattr(prepare_module, "sha256_of", lambda path: hashed.append(path) or sha256_of(path))
+    result = run_cli("prepare", str(config))
+    assert result.exit_code == 0, result.output
+    assert target.is_file() and hashed == []
 
 
 # ---------------------------------------------------------------------------------------------------------
