@@ -7,6 +7,7 @@ import io
 import json
 import os
 import random
+import signal
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -138,6 +139,32 @@ def tiny_config(tmp_path: Path, fmt: str = "csv", labels: tuple[str, ...] = ("po
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     return path
+
+
+def spawned_workers(parent: int) -> list[int]:
+    """The multiprocessing (spawn) worker processes whose parent is `parent`, found through /proc."""
+    workers = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # after "(command name)", which may hold spaces
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except OSError:  # the process ended while we looked
+            continue
+        if int(fields[1]) == parent and b"spawn_main" in cmdline:
+            workers.append(int(stat.parent.name))
+    return workers
+
+
+def kill_spawned_workers(parent: int) -> int:
+    """SIGKILL every spawned worker of `parent` (as the OOM killer would); how many were still there to kill."""
+    killed = 0
+    for pid in spawned_workers(parent):
+        try:
+            os.kill(pid, signal.SIGKILL)
+            killed += 1
+        except ProcessLookupError:  # it ended between the listing and the kill
+            pass
+    return killed
 
 
 def run_cli(*args: str, input: str | None = None):

@@ -17,7 +17,7 @@ import pytest
 import torch
 import yaml
 
-from tests.conftest import run_cli, tiny_config
+from tests.conftest import kill_spawned_workers, run_cli, tiny_config
 from textclf_cli.checkpoint import load_checkpoint
 from textclf_cli.errors import RunError
 from textclf_cli.runs import lock_run, promote_if_better, read_status
@@ -407,3 +407,33 @@ def test_a_run_from_before_character_ngrams_resumes_with_words_only(tmp_path):
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["model"]["ensemble"]["chars"] == 0
     fresh = Path(run_cli("train", str(config), "--quiet").stdout.strip())  # a new run resolves auto
     assert yaml.safe_load((fresh / "config.yaml").read_text())["model"]["ensemble"]["chars"] == 5
+
+
+def kill_workers_until_exit(process: subprocess.Popen, timeout: float = 30) -> tuple[str, str, int]:
+    """SIGKILL each tokenizer worker of `process` as soon as it appears (as the OOM killer would), until the
+    process ends; (stdout, stderr, kills). multiprocessing.Pool replaced killed workers and waited forever for
+    the chunks they held: this then runs into the timeout."""
+    deadline, kills = time.monotonic() + timeout, 0
+    while process.poll() is None and time.monotonic() < deadline:
+        kills += kill_spawned_workers(process.pid)
+        time.sleep(0.005)
+    if process.poll() is None:
+        process.kill()
+        raise AssertionError(f"still running {timeout}s after its first tokenizer worker was killed")
+    stdout, stderr = process.communicate()
+    return stdout, stderr, kills
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the worker processes through /proc")
+def test_prepare_fails_at_once_when_a_tokenizer_worker_is_killed(tmp_path):
+    # the worker pool starts at 2,000 texts: 8,000 in chunks of 200 leave 30 chunks for it
+    config = tiny_config(tmp_path, n_train=8000, n_test=10, data={"chunk_size": 200})
+    process = subprocess.Popen([sys.executable, "-m", "textclf_cli", "prepare", str(config)], cwd=REPO,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    stdout, stderr, kills = kill_workers_until_exit(process)
+    assert kills >= 1 and process.returncode == 1, stderr
+    assert stderr.splitlines()[-1] == (
+        "error: a tokenizer worker process was killed (most likely by the out-of-memory killer, or by a signal such "
+        "as SIGKILL); nothing was written: free memory, or lower data.chunk_size, and run again"), stderr
+    assert stdout == "" and "Traceback" not in stderr
+    assert list((tmp_path / "prepared").iterdir()) == [], "no staging folder, no prepared data"

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
+from tests.conftest import kill_spawned_workers, spawned_workers
 from textclf_cli.data import text as text_module
-from textclf_cli.data.text import Tokenizer, TokenizerSettings, tokenize_all
-from textclf_cli.errors import ConfigError
+from textclf_cli.data.encoding import encode_stream
+from textclf_cli.data.text import WORKER_DIED, Tokenizer, TokenizerSettings, tokenize_all
+from textclf_cli.errors import ConfigError, TextclfError
 
 REVIEW = "It's a GREAT film, isn't it?<br /><br />Yes &amp; no... (10/10)"
 
@@ -119,6 +126,48 @@ def test_process_pool_gives_the_same_tokens_in_order(monkeypatch: pytest.MonkeyP
     texts = [f"Text number {i}: <b>word{i % 7}</b>!" for i in range(300)]
     settings = TokenizerSettings(kind="regexp", strip_punctuation=True)
     assert tokenize_all(texts, settings, workers=2) == tokenize_all(texts, settings, workers=1)
+
+
+def outcome_while_workers_are_killed(work: Callable[[], object], timeout: float = 30) -> BaseException | None:
+    """Run `work` in a thread while this process's pool workers are SIGKILLed as they appear (as the OOM killer
+    would); what it raised. A thread still waiting after `timeout` fails the test (multiprocessing.Pool waited
+    forever for the chunks a killed worker held)."""
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            work()
+            outcome.append(None)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    while thread.is_alive() and time.monotonic() < deadline:
+        kill_spawned_workers(os.getpid())
+        time.sleep(0.005)
+    thread.join(0.1)
+    assert not thread.is_alive(), f"still waiting {timeout}s after the tokenizer workers were killed"
+    return outcome[0]
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the worker processes through /proc")
+@pytest.mark.parametrize("path", ["encode_stream", "tokenize_all"])
+def test_a_killed_worker_is_an_error_not_a_hang(monkeypatch: pytest.MonkeyPatch, path: str) -> None:
+    # encode_stream is how predict --input and evaluate tokenize; prepare is tests/e2e/test_unattended.py's
+    monkeypatch.setattr(text_module, "PARALLEL_MIN_TEXTS", 1)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    texts = [f"text {i} about a film" for i in range(4000)]
+    settings = TokenizerSettings(kind="regexp")
+    if path == "encode_stream":
+        chunks = [texts[start:start + 100] for start in range(0, len(texts), 100)]
+        work = lambda: list(encode_stream(chunks, settings, ["<pad>", "<unk>", "film"]))  # noqa: E731
+    else:
+        work = lambda: tokenize_all(texts, settings, workers=2)  # noqa: E731
+    raised = outcome_while_workers_are_killed(work)
+    assert isinstance(raised, TextclfError) and str(raised) == WORKER_DIED
+    assert spawned_workers(os.getpid()) == [], "no worker is left running"
 
 
 TRICKY_TEXTS = [

@@ -5,22 +5,28 @@ from __future__ import annotations
 import html
 import os
 import re
+import signal
 import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sized
 from dataclasses import asdict, dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
 from textclf_cli.data.vocab import encode
-from textclf_cli.errors import ConfigError
+from textclf_cli.errors import ConfigError, TextclfError
+
+if TYPE_CHECKING:  # the executor imports multiprocessing: only when a pool starts, not on every predict
+    from concurrent.futures import Future, ProcessPoolExecutor
 
 HTML_TAG = re.compile(r"<[^>]{0,200}>")
 HAS_WORD_CHAR = re.compile(r"\w")
 WORD_OR_PUNCT = r"\w+(?:'\w+)?|[^\w\s]"
 NLTK_REGEXP_FLAGS = re.UNICODE | re.MULTILINE | re.DOTALL  # RegexpTokenizer's defaults
 PARALLEL_MIN_TEXTS = 2000  # below this a process pool costs more than it saves
+WORKER_DIED = ("a tokenizer worker process was killed (most likely by the out-of-memory killer, or by a signal "
+               "such as SIGKILL); nothing was written: free memory, or lower data.chunk_size, and run again")
 
 
 @dataclass(frozen=True)
@@ -154,8 +160,15 @@ def tokenize_all(texts: list[str], settings: TokenizerSettings, workers: int | N
         tokenizer = Tokenizer(settings)
         return [tokenizer(text) for text in texts]
     chunksize = max(64, len(texts) // (workers * 8))
-    with _pool(workers, settings, None) as pool:
-        return pool.map(_tokenize_in_worker, texts, chunksize=chunksize)
+    from concurrent.futures import BrokenExecutor
+
+    pool = _pool(workers, settings, None)
+    try:
+        return list(pool.map(_tokenize_in_worker, texts, chunksize=chunksize))
+    except BrokenExecutor:
+        raise TextclfError(WORKER_DIED) from None
+    finally:
+        _stop(pool)
 
 
 def tokenize_and_encode(
@@ -201,18 +214,18 @@ class ChunkTokenizer:
     def __exit__(self, exc_type: object, *rest: object) -> None:
         if self._pool is not None:
             if exc_type is None:
-                self._pool.close()
+                self._pool.shutdown(wait=True)
             else:
-                self._pool.terminate()  # an error or Ctrl-C: do not wait for chunks nobody will read
-            self._pool.join()
+                _stop(self._pool)  # an error or Ctrl-C: do not wait for chunks nobody will read
             self._pool = None
 
     def map(self, function: Callable, chunks: Iterable[Chunk]) -> Iterator[tuple[Chunk, Any]]:
         """(chunk, function(tokenizer, index, texts of chunk)) for each chunk, in order.
 
-        A chunk is a list of texts or anything with a `texts` list.
+        A chunk is a list of texts or anything with a `texts` list. A worker that dies (the out-of-memory
+        killer, a SIGKILL) ends the map with a TextclfError at once, never a wait for a result that cannot come.
         """
-        pending: deque = deque()
+        pending: deque[tuple[Chunk, Future]] = deque()
         for chunk in chunks:
             texts = getattr(chunk, "texts", chunk)
             self._seen += len(texts)
@@ -221,13 +234,31 @@ class ChunkTokenizer:
             if self._pool is None:
                 yield chunk, function(self.tokenizer, self.index, texts)
                 continue
-            pending.append((chunk, self._pool.apply_async(_run_in_worker, (function, texts))))
+            pending.append((chunk, _submit(self._pool, function, texts)))
             while len(pending) > 2 * self.workers:  # enough to keep every worker busy, no more
                 done, result = pending.popleft()
-                yield done, result.get()
+                yield done, _result(result)
         while pending:
             done, result = pending.popleft()
-            yield done, result.get()
+            yield done, _result(result)
+
+
+def _submit(pool: ProcessPoolExecutor, function: Callable, texts: list[str]) -> Future:
+    from concurrent.futures import BrokenExecutor  # BrokenProcessPool's base, without importing the process module
+
+    try:
+        return pool.submit(_run_in_worker, function, texts)
+    except BrokenExecutor:
+        raise TextclfError(WORKER_DIED) from None
+
+
+def _result(future: Future) -> Any:
+    from concurrent.futures import BrokenExecutor
+
+    try:
+        return future.result()
+    except BrokenExecutor:
+        raise TextclfError(WORKER_DIED) from None
 
 
 def count_chunk(tokenizer: Tokenizer, index: object, texts: list[str]
@@ -256,12 +287,26 @@ def _workers(num_texts: int, workers: int | None) -> int:
     return 1 if num_texts < PARALLEL_MIN_TEXTS else workers
 
 
-def _pool(workers: int, settings: TokenizerSettings, index: dict[str, int] | None):
+def _pool(workers: int, settings: TokenizerSettings, index: dict[str, int] | None) -> ProcessPoolExecutor:
     import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
 
-    # spawn, not fork: the parent may already run torch's thread pools, which do not survive a fork.
+    # spawn, not fork: the parent may already run torch's thread pools, which do not survive a fork. An executor,
+    # not multiprocessing.Pool: it notices a worker that died and fails its chunks (BrokenProcessPool); Pool
+    # waits for them forever.
     context = multiprocessing.get_context("spawn")
-    return context.Pool(workers, initializer=_init_worker, initargs=(settings, index))
+    return ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(settings, index))
+
+
+def _stop(pool: ProcessPoolExecutor) -> None:
+    """Shut the pool down without waiting for the chunks in flight: its workers are ended, not drained."""
+    # `_processes` is private, but it is the only way to end the workers before Python 3.14's terminate_workers
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        process.join()
 
 
 _worker_tokenizer: Tokenizer | None = None
@@ -270,6 +315,9 @@ _worker_index: dict[str, int] | None = None
 
 def _init_worker(settings: TokenizerSettings, index: dict[str, int] | None) -> None:
     global _worker_tokenizer, _worker_index
+    # Ctrl-C reaches the whole process group: the parent handles it and ends the workers; one that died of it
+    # on its own would look like a killed worker
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _worker_tokenizer, _worker_index = Tokenizer(settings), index
 
 
