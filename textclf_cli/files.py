@@ -13,7 +13,11 @@ SELECTED_CHECKPOINT = "selected.pt"  # train.refit: the model chosen on validati
 EVALUATION_DIR = "evaluation"
 LATEST_LINK = "latest"
 BEST_LINK = "best"
-LOCK_FILE = ".lock"
+LOCK_FILE = ".lock"  # runs/<experiment>/.lock guards the links; <run-id>/.lock is held while a process trains
+
+# temporary names (a killed process can leave them; the next run or prune of the experiment removes them)
+TEMP_SUFFIX = ".tmp"  # .<file>.<random>.tmp beside the file an atomic write replaces
+DOWNLOAD_SUFFIX = ".part"  # .<archive>.<random>.part beside a download in progress
 
 # evaluation/<split>/
 METRICS_FILE = "metrics.json"

@@ -77,3 +77,14 @@ def test_prepared_data_appears_whole_or_not_at_all(tmp_path, monkeypatch):
     finally:
         os.umask(old)
     assert is_prepared(root) and stat.S_IMODE(root.stat().st_mode) == 0o755
+
+
+def test_replacing_a_private_file_keeps_it_private(tmp_path):
+    path = tmp_path / "secrets.json"
+    path.write_text("{}")
+    path.chmod(0o600)
+    write_json_atomic(path, {"token": "x"})
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600  # not widened to the umask's 0644
+    path.chmod(0o640)
+    write_json_atomic(path, {})
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
