@@ -16,6 +16,13 @@ from textclf_cli.errors import ConfigError
 
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 AUTO = "auto"  # a value the train stage resolves from the training data (textclf_cli/auto.py)
+# Upper bounds of the size keys: far above any useful value, far below one that asks for terabytes
+MAX_BUCKETS = 2**24  # hashed n-gram rows: 16.7M (auto picks at most 2^23)
+MAX_VOCAB = 10_000_000
+MAX_LENGTH = 1_000_000  # tokens per text
+MAX_WIDTH = 16_384  # embedding_dim, num_filters, hidden_size
+MAX_BATCH = 1 << 20
+MAX_CHUNK = 1_000_000
 MONITORS = ("valid_f1_macro", "valid_accuracy", "valid_loss", "valid_f1_micro")
 
 
@@ -37,7 +44,12 @@ class DataConfig(Strict):
     url: str | None = None
     sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
     prepared_dir: Path = Path("data/prepared")
-    chunk_size: int = Field(2000, ge=1)  # texts prepare reads and tokenizes at a time; the output never depends on it
+    chunk_size: int = Field(2000, ge=1, le=MAX_CHUNK)  # texts prepare reads and tokenizes at a time; the output never depends on it
+    max_row_chars: int = Field(
+        10_000_000, ge=1, le=2**31 - 1,
+        description="The longest line of a CSV/TSV/JSONL file (and the longest text or field) read, in characters. "
+                    "A longer one is a bad row at file:line, read past in pieces, so one hostile row costs no more "
+                    "memory than this.")
 
     @field_validator("encoding")
     @classmethod
@@ -61,15 +73,15 @@ class TokenizerConfig(Strict):
 
 
 class VocabConfig(Strict):
-    max_size: int = Field(30000, ge=3)
+    max_size: int = Field(30000, ge=3, le=MAX_VOCAB)
     # auto: 1 on short texts in a small corpus (where character n-grams go on too), else 2 (textclf_cli/auto.py)
     min_freq: Annotated[int, Field(ge=1)] | Literal["auto"] = AUTO
-    max_length: Annotated[int, Field(ge=1)] | Literal["auto"] = AUTO
+    max_length: Annotated[int, Field(ge=1, le=MAX_LENGTH)] | Literal["auto"] = AUTO
     truncate: Literal["head", "tail", "head_tail"] = "head_tail"
 
 
 class EmbeddingSettings(Strict):
-    embedding_dim: int = Field(128, ge=1)
+    embedding_dim: int = Field(128, ge=1, le=MAX_WIDTH)
     pretrained_embeddings: Path | None = None
     freeze_embeddings: bool = False
 
@@ -81,7 +93,7 @@ class NgramConfig(Strict):
     # longest n-gram; auto: 3 on a training split of >= 1M tokens, else 2 (textclf_cli/auto.py)
     ngrams: Annotated[int, Field(ge=1, le=4)] | Literal["auto"] = AUTO
     # hash space for n-grams of order >= 2; auto: about one bucket per training token, 2^14 to 2^23 (textclf_cli/auto.py)
-    buckets: Annotated[int, Field(ge=1)] | Literal["auto"] = AUTO
+    buckets: Annotated[int, Field(ge=1, le=MAX_BUCKETS)] | Literal["auto"] = AUTO
     min_df: int = Field(2, ge=1)
     alpha: float = Field(1.0, gt=0.0)  # naive-Bayes count smoothing
     lr: float = Field(0.01, gt=0.0)  # its own Adam step: a linear model wants a larger one than a network
@@ -92,8 +104,9 @@ class NgramConfig(Strict):
 
 class CNNConfig(EmbeddingSettings):
     type: Literal["cnn"] = "cnn"
-    num_filters: int = Field(100, ge=1)
-    filter_sizes: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [3, 4, 5], min_length=1)
+    num_filters: int = Field(100, ge=1, le=MAX_WIDTH)
+    filter_sizes: list[Annotated[int, Field(ge=1, le=64)]] = Field(default_factory=lambda: [3, 4, 5], min_length=1,
+                                                                   max_length=16)
     dropout: float = Field(0.5, ge=0.0, lt=1.0)
     pooling: Literal["max", "max_mean"] = "max"
     word_dropout: float = Field(0.0, ge=0.0, lt=1.0)
@@ -103,8 +116,8 @@ class CNNConfig(EmbeddingSettings):
 
 class LSTMConfig(EmbeddingSettings):
     type: Literal["lstm"] = "lstm"
-    hidden_size: int = Field(128, ge=1)
-    num_layers: int = Field(1, ge=1)
+    hidden_size: int = Field(128, ge=1, le=MAX_WIDTH)
+    num_layers: int = Field(1, ge=1, le=32)
     bidirectional: bool = True
     dropout: float = Field(0.5, ge=0.0, lt=1.0)
     pooling: Literal["last", "max", "mean", "max_mean"] = "last"
@@ -114,9 +127,9 @@ class LSTMConfig(EmbeddingSettings):
 
 class BagConfig(EmbeddingSettings):
     type: Literal["bag"] = "bag"
-    embedding_dim: int = Field(32, ge=1)
+    embedding_dim: int = Field(32, ge=1, le=MAX_WIDTH)
     ngrams: int = Field(2, ge=1, le=3)
-    buckets: int = Field(1_000_000, ge=1)
+    buckets: int = Field(1_000_000, ge=1, le=MAX_BUCKETS)
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     sparse: bool = False  # true needs train.optimizer adagrad (or sgd without momentum); much faster
 
@@ -127,8 +140,8 @@ MODEL_CLASSES: dict[str, type[Strict]] = {"cnn": CNNConfig, "lstm": LSTMConfig, 
 
 
 class TrainConfig(Strict):
-    epochs: int = Field(10, ge=1)  # an upper bound: early stopping usually ends a run well before it
-    batch_size: int = Field(64, ge=1)
+    epochs: int = Field(10, ge=1, le=100_000)  # an upper bound: early stopping usually ends a run well before it
+    batch_size: int = Field(64, ge=1, le=MAX_BATCH)
     optimizer: Literal["adam", "adamw", "sgd", "adagrad"] = "adam"
     lr: float = Field(1e-3, gt=0.0)
     weight_decay: float = Field(0.0, ge=0.0)
@@ -142,9 +155,9 @@ class TrainConfig(Strict):
     pos_weight: Literal["none", "balanced"] = "none"  # task multilabel: BCE weight of each label's positives
     # task multilabel: one decision threshold for every label, or per_label ones tuned for F1 on validation
     threshold: float | Literal["per_label"] = 0.5
-    bucket_chunk: int = Field(50, ge=1)
-    eval_batch_size: int = Field(128, ge=1)
-    num_threads: int | None = Field(None, ge=1)
+    bucket_chunk: int = Field(50, ge=1, le=100_000)
+    eval_batch_size: int = Field(128, ge=1, le=MAX_BATCH)
+    num_threads: int | None = Field(None, ge=1, le=4096)
     precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"
     compile: bool = False
     # after training, a fresh model trains on train + valid for the epochs validation chose (refit.py) and becomes
@@ -214,7 +227,7 @@ class TuneRange(Strict):
 
 class Config(Strict):
     experiment: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
-    seed: int = 42
+    seed: int = Field(42, ge=0, le=2**32 - 1)  # numpy's and sklearn's seeds are unsigned 32-bit
     device: str = "auto"
     task: Literal["multiclass", "multilabel"] = "multiclass"
     data: DataConfig

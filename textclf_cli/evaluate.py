@@ -16,7 +16,7 @@ from textclf_cli.console import log
 from textclf_cli.data.encoding import encode_stream, encode_texts
 from textclf_cli.data.prepared import EncodedSplit, is_prepared, load_prepared
 from textclf_cli.data.sources import LabelledTexts, TableSource, TextChunk, format_of, read_table
-from textclf_cli.data.tables import Where, describe
+from textclf_cli.data.tables import DEFAULT_MAX_ROW_CHARS, Where, describe
 from textclf_cli.device import resolve_device
 from textclf_cli.errors import ConfigError, DataError
 from textclf_cli.inference import model_logits
@@ -94,7 +94,8 @@ def labelled_file_outputs(path: Path, loaded: LoadedModel, batch_size: int, dtyp
                           f"(optionally .gz)")
     multilabel = loaded.task == "multilabel"
     source = TableSource(path, file_format, data["text_column"], data["label_column"], data.get("encoding", "utf-8"),
-                         data.get("bad_rows", "skip"), loaded.label_separator if multilabel else None)
+                         data.get("bad_rows", "skip"), loaded.label_separator if multilabel else None,
+                         data.get("max_row_chars", DEFAULT_MAX_ROW_CHARS))
     label_index = {label: i for i, label in enumerate(loaded.labels)}
     device = next(loaded.model.parameters()).device
     targets = [np.zeros((0, len(loaded.labels)), np.uint8) if multilabel else np.zeros(0, np.int64)]
@@ -175,7 +176,7 @@ def raw_split(config: Config, split: str) -> LabelledTexts:
         data = config.data
         separator = data.label_separator if config.task == "multilabel" else None
         return read_table(data.test, data.format, data.text_column, data.label_column, data.encoding, data.bad_rows,
-                          separator)
+                          separator, data.max_row_chars)
     return read_splits(config)[split]
 
 

@@ -166,7 +166,7 @@ def read_splits(config: Config) -> dict[str, LabelledTexts]:
     """Every split in memory, read and carved exactly as prepare streams them (evaluating from the raw files)."""
     splits = {name: source if isinstance(source, LabelledTexts) else read_table(
         source.path, source.file_format, source.text_column, source.label_column, source.encoding, source.bad_rows,
-        source.label_separator)
+        source.label_separator, source.max_row_chars)
         for name, source in split_sources(config).items()}
     if "valid" not in splits:
         splits["train"], splits["valid"] = carve_valid(splits["train"], config.data.valid_fraction, config.seed)
@@ -177,7 +177,7 @@ def _table(config: Config, path: Path) -> TableSource:
     data = config.data
     separator = data.label_separator if config.task == "multilabel" else None
     return TableSource(path, data.format, data.text_column, data.label_column, data.encoding, data.bad_rows,
-                       separator)
+                       separator, data.max_row_chars)
 
 
 @dataclass

@@ -195,3 +195,31 @@ def test_resume_allows_more_epochs_and_names_every_other_change(minimal: Path) -
     assert message.startswith("--resume runs/x/1: the config differs from the run's in model.")
     assert "train.lr" in message and "train.epochs" not in message.split(";")[0]
     assert message.endswith("; only train.epochs (and train.refit, output.keep_runs, output.tensorboard, output.export_onnx) may change when resuming")
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("seed=-1", "seed: Input should be greater than or equal to 0 (got -1)"),
+        ("seed=99999999999", "seed: Input should be less than or equal to 4294967295 (got 99999999999)"),
+        ("model.ensemble.buckets=1000000000000", "model.ensemble.buckets"),
+        ("vocab.max_size=1000000000000", "vocab.max_size: Input should be less than or equal to 10000000"),
+        ("model.embedding_dim=1000000000", "model.embedding_dim: Input should be less than or equal to 16384"),
+        ("train.batch_size=1000000000000", "train.batch_size: Input should be less than or equal to 1048576"),
+        ("data.max_row_chars=0", "data.max_row_chars: Input should be greater than or equal to 1"),
+    ],
+)
+def test_out_of_range_sizes_and_seeds_name_the_key(minimal: Path, override: str, expected: str) -> None:
+    # before: seed -1 failed late inside numpy, and 1e12 buckets asked torch for a 128 TB embedding table
+    assert expected in config_error(minimal, [override])
+
+
+def test_a_bag_models_buckets_are_bounded_also_when_written_as_a_float(tmp_path: Path) -> None:
+    path = write_config(tmp_path, {"experiment": "exp", "data": {"train": "train.csv"},
+                                   "model": {"type": "bag", "buckets": 1.0e12}})
+    assert "model.buckets: Input should be less than or equal to 16777216 (got 1000000000000.0)" in config_error(path)
+
+
+def test_the_largest_seed_and_auto_bucket_count_are_accepted(minimal: Path) -> None:
+    config = load_config(minimal, ["seed=4294967295", "model.ensemble.buckets=8388608"])
+    assert config.seed == 2**32 - 1 and config.model.ensemble.buckets == 2**23

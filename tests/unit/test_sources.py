@@ -240,3 +240,72 @@ def test_a_bad_quote_is_blamed_on_quoting_but_a_long_field_is_not(tmp_path: Path
     path = write_bytes(tmp_path / "a.csv", 'text,label\n"good" text,pos\n')
     with pytest.raises(DataError, match=r":2: malformed row .*check the quoting"):
         read_table(path, "csv", "text", "label")
+
+
+@pytest.mark.parametrize(("row", "expected"), [
+    ('{"text": ' + "[" * 100_000 + "]" * 100_000 + ', "label": "pos"}',
+     "JSON nested too deeply to read; each line must be one flat JSON object"),
+    ('{"text": "ok", "label": ' + "7" * 5000 + "}",
+     "unreadable JSON value (Exceeds the limit (4300 digits) for integer string conversion); write long numbers in "
+     "quotes"),
+], ids=["nested-100000-deep", "5000-digit-number"])
+def test_hostile_jsonl_rows_are_bad_rows_at_their_line(tmp_path: Path, row: str, expected: str) -> None:
+    # before: the whole read ended in RecursionError / ValueError, an internal error
+    path = write_bytes(tmp_path / "a.jsonl", '{"text": "fine", "label": "pos"}\n' + row + '\n'
+                                             '{"text": "also fine", "label": "neg"}\n')
+    with pytest.raises(DataError) as caught:
+        read_table(path, "jsonl", "text", "label")
+    assert str(caught.value) == f"{path}:2: {expected}"
+
+
+@pytest.mark.parametrize(("file_format", "content", "where", "what"), [
+    ("csv", "text,label\nshort,pos\n" + "x" * 5000 + ",neg\nalso short,neg\n", 3, "line"),
+    ("csv", 'text,label\nshort,pos\n"' + "x\n" * 2000 + '",neg\nalso short,neg\n', 3, "field"),  # quoted, many lines
+    ("tsv", "text\tlabel\nshort\tpos\n" + "x" * 5000 + "\tneg\nalso short\tneg\n", 3, "line"),
+    ("jsonl", '{"text": "short", "label": "pos"}\n{"text": "' + "x" * 5000 + '", "label": "neg"}\n', 2, "line"),
+], ids=["csv-line", "csv-field", "tsv-line", "jsonl-line"])
+def test_a_row_over_max_row_chars_is_a_bad_row_at_its_line(tmp_path: Path, file_format: str, content: str,
+                                                            where: int, what: str) -> None:
+    path = write_bytes(tmp_path / f"a.{file_format}", content)
+    with pytest.raises(DataError) as caught:
+        read_table(path, file_format, "text", "label", max_row_chars=1000)
+    rest = "; the rest of the file was not read" if what == "field" else ""
+    assert str(caught.value) == (f"{path}:{where}: a {what} over 1,000 characters (data.max_row_chars); shorten it, "
+                                 f"or raise data.max_row_chars if such texts are meant{rest}")
+
+
+def test_the_rows_after_a_long_line_are_read_with_their_own_line_numbers(tmp_path: Path) -> None:
+    path = write_bytes(tmp_path / "a.csv", "text,label\n" + "x" * 5000 + ",neg\n" + "bad,row,here\n")
+    with pytest.raises(DataError) as caught:
+        read_table(path, "csv", "text", "label", max_row_chars=1000)
+    assert str(caught.value).splitlines() == [
+        f"{path}:2: a line over 1,000 characters (data.max_row_chars); shorten it, or raise data.max_row_chars if "
+        f"such texts are meant",
+        f"{path}:3: 3 fields but the header has 2; quote texts that contain the delimiter"]
+
+
+def test_a_huge_field_in_a_small_gzip_costs_memory_of_the_limit_not_of_the_field(tmp_path: Path) -> None:
+    import gzip
+    import tracemalloc
+
+    path = tmp_path / "bomb.csv.gz"
+    with gzip.open(path, "wt", encoding="utf-8") as handle:  # 60 MB of one field, about 60 KB on disk
+        handle.write("text,label\nfine,pos\n" + "a" * 60_000_000 + ",neg\nalso fine,neg\n")
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError, match=r"bomb.csv.gz:3: a line over 1,000,000 characters"):
+            read_table(path, "csv", "text", "label", max_row_chars=1_000_000)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 20_000_000, f"peak {peak:,} bytes"
+
+
+def test_a_multilabel_label_holding_the_separator_is_refused_naming_its_row(tmp_path: Path) -> None:
+    # CSV output joins a text's labels with the separator: ["a|b"] would come back as two labels
+    path = write_bytes(tmp_path / "a.jsonl", '{"text": "one", "labels": ["sports"]}\n'
+                                             '{"text": "two", "labels": ["sports|news", "world"]}\n')
+    with pytest.raises(DataError) as caught:
+        read_table(path, "jsonl", "text", "labels", label_separator="|")
+    assert str(caught.value) == (f"{path}:2: label 'sports|news' contains data.label_separator '|'; rename the "
+                                 f"label, or set data.label_separator to a character no label holds")

@@ -11,7 +11,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from textclf_cli.console import log
-from textclf_cli.data.tables import RowError, Where, check_file, describe, open_rows, short
+from textclf_cli.data.tables import (
+    DEFAULT_MAX_ROW_CHARS,
+    RowError,
+    Where,
+    check_file,
+    describe,
+    open_rows,
+    short,
+    too_long_message,
+)
 from textclf_cli.errors import DataError
 
 IMDB_MEMBER = re.compile(r"(?:^|/)aclImdb/(train|test)/(pos|neg)/(\d+)_(\d+)\.txt$")
@@ -243,8 +252,10 @@ class TableSource:
     """
 
     def __init__(self, path: Path, file_format: str, text_column: str, label_column: str | None,
-                 encoding: str = "utf-8", bad_rows: str = "skip", label_separator: str | None = None) -> None:
+                 encoding: str = "utf-8", bad_rows: str = "skip", label_separator: str | None = None,
+                 max_row_chars: int = DEFAULT_MAX_ROW_CHARS) -> None:
         self.path, self.file_format, self.encoding, self.bad_rows = path, file_format, encoding, bad_rows
+        self.max_row_chars = max_row_chars
         self.label_separator = label_separator  # set for multi-label data: each label is then a list
         self.text_column, self.label_column = text_column, label_column
         self.name = str(path)
@@ -255,7 +266,8 @@ class TableSource:
         return self._fraction()
 
     def rows(self) -> Iterator[tuple[Where, str, str | list[str]]]:
-        raw = open_rows(self.path, self.file_format, self.text_column, self.label_column, self.encoding)
+        raw = open_rows(self.path, self.file_format, self.text_column, self.label_column, self.encoding,
+                        self.max_row_chars)
         self._fraction = raw.fraction_done
         problems = BadRows(self.path, self.text_column, self.label_column, self.bad_rows)
         usable, stopped_early = 0, False
@@ -305,6 +317,9 @@ class TableSource:
                    else "write it in quotes if it is meant as text")
             problems.add_fatal(where, f"{self.text_column!r} is {kind} ({_clip(repr(value))}), not a string; {fix}")
             return None
+        if len(value) > self.max_row_chars:  # Parquet: pyarrow reads whole row groups, the text files are bounded
+            problems.add_fatal(where, too_long_message(self.max_row_chars, f"{self.text_column!r} text"))
+            return None
         return value
 
     def chunks(self, size: int) -> Iterator[TextChunk]:
@@ -335,6 +350,10 @@ def label_set(value: object, separator: str, where: str) -> list[str] | None:
         if any(isinstance(item, (list, dict)) or item is None for item in value):
             raise DataError(f"{where}: a label list may hold only strings and numbers, got {json.dumps(value)[:80]}")
         parts = [_as_text(item) for item in value]
+        joined = next((part for part in parts if separator in part), None)
+        if joined is not None:  # CSV output joins a text's labels with the separator: it would read back as two
+            raise DataError(f"{where}: label {_clip(joined)!r} contains data.label_separator {separator!r}; rename "
+                            f"the label, or set data.label_separator to a character no label holds")
     elif isinstance(value, dict):
         raise DataError(f"{where}: labels must be a list or a {separator!r}-separated string, got a JSON object")
     else:
@@ -358,6 +377,7 @@ def read_table(
     encoding: str = "utf-8",
     bad_rows: str = "skip",
     label_separator: str | None = None,
+    max_row_chars: int = DEFAULT_MAX_ROW_CHARS,
 ) -> LabelledTexts:
     """All usable rows of a (small) CSV/TSV/JSONL/Parquet file in memory; large files go through TableSource.
 
@@ -365,7 +385,8 @@ def read_table(
     separator; an empty list or string is a valid empty label set, a missing (null) one is an empty row.
     """
     texts, labels, rows = [], [], []
-    source = TableSource(path, file_format, text_column, label_column, encoding, bad_rows, label_separator)
+    source = TableSource(path, file_format, text_column, label_column, encoding, bad_rows, label_separator,
+                         max_row_chars)
     for where, text, label in source.rows():
         texts.append(text)
         labels.append(label)
@@ -379,7 +400,9 @@ def iter_texts_file(path: Path, text_column: str, encoding: str = "utf-8") -> It
     file_format = format_of(path) or "txt"
     if file_format == "txt":
         check_file(path)
-        for _, text, _ in open_rows(path, "txt", text_column, None, encoding).rows:
+        for line, text, _ in open_rows(path, "txt", text_column, None, encoding).rows:
+            if isinstance(text, RowError):
+                raise DataError(f"{describe(path, line)}: {text.message}")
             if text.strip():
                 yield text
         return

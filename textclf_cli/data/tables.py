@@ -27,9 +27,8 @@ GZIP_MAGIC = b"\x1f\x8b"
 PARQUET_MAGIC = b"PAR1"
 QUOTING_HINT = ('check the quoting: a text that starts with a quote or holds the delimiter must be quoted whole, '
                 'with inner quotes doubled ("")')
-# csv refuses fields over 131,072 characters by default; a long post is valid data, so lift the limit
-# (to the largest value a C long takes everywhere, since sys.maxsize overflows it on Windows).
-csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+DEFAULT_MAX_ROW_CHARS = 10_000_000  # data.max_row_chars: a long post is valid data, a 60 MB field is not a text
+MAX_CSV_FIELD = min(sys.maxsize, 2**31 - 1)  # the largest value a C long takes everywhere (sys.maxsize overflows it)
 
 
 def describe(path: Path | str, where: Where) -> str:
@@ -53,7 +52,9 @@ class RawRows:
 
 
 def open_rows(path: Path, file_format: str, text_column: str, label_column: str | None,
-              encoding: str = "utf-8") -> RawRows:
+              encoding: str = "utf-8", max_row_chars: int = DEFAULT_MAX_ROW_CHARS) -> RawRows:
+    """The rows of one file; a line or field over `max_row_chars` characters is a RowError, read past in
+    pieces of that size, so one hostile row costs no more memory than that."""
     check_file(path)
     if file_format == "parquet":
         return _parquet_rows(path, text_column, label_column)
@@ -64,12 +65,13 @@ def open_rows(path: Path, file_format: str, text_column: str, label_column: str 
     stream, raw = open_text(path, encoding)
     size = max(1, path.stat().st_size)
     fraction = lambda: 1.0 if raw.closed else min(1.0, raw.tell() / size)  # noqa: E731
+    lines = BoundedLines(stream, max_row_chars)
     if file_format == "jsonl":
-        rows = _jsonl_rows(stream, path, text_column, label_column)
+        rows = _jsonl_rows(lines, path, text_column, label_column)
     elif file_format == "txt":
-        rows = _txt_rows(stream)
+        rows = _txt_rows(lines)
     else:
-        rows = _delimited_rows(stream, path, "\t" if file_format == "tsv" else ",", text_column, label_column)
+        rows = _delimited_rows(lines, path, "\t" if file_format == "tsv" else ",", text_column, label_column)
     return RawRows(_decoding_checked(rows, (stream, raw), path, encoding), fraction)
 
 
@@ -138,24 +140,66 @@ def locate_decode_error(path: Path, encoding: str) -> int | None:
     return None
 
 
-def _txt_rows(stream: io.TextIOWrapper) -> Iterator[RawRow]:
-    for number, line in enumerate(stream, start=1):
-        yield number, line.rstrip("\n"), None
+class RowTooLong(Exception):
+    """A line over the limit; BoundedLines has read past it, so reading goes on with the next line."""
 
 
-def _jsonl_rows(stream: io.TextIOWrapper, path: Path, text_column: str, label_column: str | None) -> Iterator[RawRow]:
+class BoundedLines:
+    """The lines of a text stream, each read with a size limit: a line over `limit` characters is read past in
+    pieces of that size and raises RowTooLong (once), then the lines after it follow. `number` is the line last
+    read, counted from 1. An iterator, not a generator: the csv module reads from it and goes on after a raise."""
+
+    def __init__(self, stream: io.TextIOWrapper, limit: int) -> None:
+        self.stream, self.limit, self.number = stream, limit, 0
+
+    def __iter__(self) -> BoundedLines:
+        return self
+
+    def __next__(self) -> str:
+        line = self.stream.readline(self.limit + 1)
+        if not line:
+            raise StopIteration
+        self.number += 1
+        if len(line) <= self.limit or (len(line) == self.limit + 1 and line.endswith("\n")):
+            return line
+        while (rest := self.stream.readline(self.limit + 1)) and not rest.endswith("\n"):
+            pass
+        raise RowTooLong()
+
+    def too_long(self) -> RowError:
+        return RowError(too_long_message(self.limit, "line"))
+
+
+def too_long_message(limit: int, what: str) -> str:
+    return (f"a {what} over {limit:,} characters (data.max_row_chars); shorten it, or raise data.max_row_chars "
+            f"if such texts are meant")
+
+
+def _txt_rows(lines: BoundedLines) -> Iterator[RawRow]:
+    while True:
+        try:
+            line = next(lines)
+        except StopIteration:
+            return
+        except RowTooLong:
+            yield lines.number, lines.too_long(), None
+            continue
+        yield lines.number, line.rstrip("\n"), None
+
+
+def _jsonl_rows(lines: BoundedLines, path: Path, text_column: str, label_column: str | None) -> Iterator[RawRow]:
     first, blank = True, True
-    for number, line in enumerate(stream, start=1):
+    for number, line in _numbered(lines):
+        if isinstance(line, RowError):
+            blank = False
+            yield number, line, None
+            continue
         if not line.strip():
             continue
         blank = False
-        try:
-            record = json.loads(line.rstrip("\n"))
-        except json.JSONDecodeError as exc:
-            yield number, RowError(f"malformed JSON ({exc.msg}); each line must be one JSON object"), None
-            continue
-        if not isinstance(record, dict):
-            yield number, RowError(f"expected a JSON object per line, got {type(record).__name__}"), None
+        record = _json_record(line)
+        if isinstance(record, RowError):
+            yield number, record, None
             continue
         if first:
             _require_columns(path, list(record), text_column, label_column)
@@ -165,25 +209,61 @@ def _jsonl_rows(stream: io.TextIOWrapper, path: Path, text_column: str, label_co
         raise DataError(f"{path}: the file is empty; it needs one JSON object per line")
 
 
-def _delimited_rows(stream: io.TextIOWrapper, path: Path, delimiter: str, text_column: str,
+def _numbered(lines: BoundedLines) -> Iterator[tuple[int, str | RowError]]:
+    while True:
+        try:
+            line = next(lines)
+        except StopIteration:
+            return
+        except RowTooLong:
+            yield lines.number, lines.too_long()
+            continue
+        yield lines.number, line
+
+
+def _json_record(line: str) -> dict | RowError:
+    """One JSONL line as an object, or why it is not one; hostile nesting and huge numbers are bad rows too."""
+    try:
+        record = json.loads(line.rstrip("\n"))
+    except json.JSONDecodeError as exc:
+        return RowError(f"malformed JSON ({exc.msg}); each line must be one JSON object")
+    except RecursionError:
+        return RowError("JSON nested too deeply to read; each line must be one flat JSON object")
+    except ValueError as exc:  # an integer of more digits than Python converts (sys.get_int_max_str_digits)
+        return RowError(f"unreadable JSON value ({str(exc).split(':')[0]}); write long numbers in quotes")
+    if not isinstance(record, dict):
+        return RowError(f"expected a JSON object per line, got {type(record).__name__}")
+    return record
+
+
+def _delimited_rows(lines: BoundedLines, path: Path, delimiter: str, text_column: str,
                     label_column: str | None) -> Iterator[RawRow]:
-    reader = csv.reader(stream, delimiter=delimiter, quotechar='"', strict=True)
+    # a quoted field may span lines: the csv module's own limit bounds it (process-wide, as the module keeps it)
+    csv.field_size_limit(min(lines.limit, MAX_CSV_FIELD))
+    reader = csv.reader(lines, delimiter=delimiter, quotechar='"', strict=True)
     try:
         header = [name.strip() for name in next(reader)]
     except StopIteration:
         raise DataError(f"{path}: the file is empty; it needs a header row and at least one example") from None
-    except csv.Error as exc:
-        raise DataError(f"{path}:1: malformed header ({exc})") from None
+    except (csv.Error, RowTooLong) as exc:
+        reason = too_long_message(lines.limit, "header") if isinstance(exc, RowTooLong) else exc
+        raise DataError(f"{path}:1: malformed header ({reason})") from None
     _require_columns(path, header, text_column, label_column)
     text_at = header.index(text_column)
     label_at = header.index(label_column) if label_column is not None else None
     while True:
-        line = reader.line_num + 1  # where this row starts (a quoted text may span several lines)
+        line = lines.number + 1  # where this row starts (a quoted text may span several lines)
         try:
             row = next(reader)
         except StopIteration:
             return
+        except RowTooLong:
+            yield lines.number, lines.too_long(), None
+            continue
         except csv.Error as exc:
+            if "field limit" in str(exc):  # inside a quoted field that spans lines: the rest cannot be told apart
+                yield line, RowError(too_long_message(lines.limit, "field") + "; the rest of the file was not read"), None
+                return
             yield line, RowError(f"malformed row ({exc}); {QUOTING_HINT}"), None
             continue
         if not row or (len(row) == 1 and not row[0].strip()):
