@@ -6,6 +6,7 @@ Logs and progress go to stderr so that stdout carries only results (predictions,
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
 from pathlib import Path
@@ -19,6 +20,19 @@ stdout = Console(soft_wrap=True)
 stderr = Console(stderr=True, soft_wrap=True)
 
 _quiet = False
+
+# C0 and C1 controls and DEL (ESC starts a terminal escape sequence), and the bidirectional overrides that make
+# a text display as something else; line breaks and tabs are kept as spaces
+HIDDEN_CHARS = re.compile("[\x00-\x08\x0b\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+SPACE_CHARS = re.compile("[\t\n\x0c\r]")
+
+
+def table_cell(value: object) -> str:
+    """A text, label or folder name as a rich table shows it: the characters themselves, never read as markup
+    (a forum post's `[/quote]`) and never a control sequence that reaches the terminal."""
+    from rich.markup import escape
+
+    return escape(SPACE_CHARS.sub(" ", HIDDEN_CHARS.sub("", str(value))))
 
 
 def is_interactive() -> bool:

@@ -216,7 +216,7 @@ def format_csv(records: list[dict], labels: list[str], label_separator: str | No
 def show_table(records: list[dict]) -> None:
     from rich.table import Table
 
-    from textclf_cli.console import stdout
+    from textclf_cli.console import stdout, table_cell
 
     table = Table()
     multilabel = bool(records) and "labels" in records[0]
@@ -226,5 +226,6 @@ def show_table(records: list[dict]) -> None:
     for record in records:
         probs = ", ".join(f"{label}: {p:.3f}" for label, p in record["probabilities"].items())
         text = record["text"] if len(record["text"]) <= 200 else record["text"][:197] + "..."
-        table.add_row(text, ", ".join(record["labels"]) if multilabel else record["label"], probs)
+        chosen = ", ".join(record["labels"]) if multilabel else record["label"]
+        table.add_row(table_cell(text), table_cell(chosen), table_cell(probs))
     stdout.print(table)

@@ -115,9 +115,9 @@ def plot_training_curves(history: pd.DataFrame, path: Path) -> None:
 def show_metrics(metrics: dict[str, Any], title: str) -> None:
     from rich.table import Table
 
-    from textclf_cli.console import stdout
+    from textclf_cli.console import stdout, table_cell
 
-    summary = Table(title=title)
+    summary = Table(title=table_cell(title))
     for column in ("accuracy", "precision_macro", "recall_macro", "f1_macro", "f1_weighted", "examples"):
         summary.add_column(column, justify="right")
     summary.add_row(*(f"{metrics[key]:.4f}" for key in ("accuracy", "precision_macro", "recall_macro",
@@ -126,15 +126,15 @@ def show_metrics(metrics: dict[str, Any], title: str) -> None:
     for column in ("label", "precision", "recall", "f1", "support"):
         per_class.add_column(column, justify="left" if column == "label" else "right")
     for label, values in metrics["per_class"].items():
-        per_class.add_row(label, f"{values['precision']:.4f}", f"{values['recall']:.4f}", f"{values['f1']:.4f}",
+        per_class.add_row(table_cell(label), f"{values['precision']:.4f}", f"{values['recall']:.4f}", f"{values['f1']:.4f}",
                           str(values["support"]))
     confusion = Table(title="confusion matrix (rows: true, columns: predicted)")
     labels = metrics["confusion_matrix"]["labels"]
     confusion.add_column("")
     for label in labels:
-        confusion.add_column(label, justify="right")
+        confusion.add_column(table_cell(label), justify="right")
     for label, row in zip(labels, metrics["confusion_matrix"]["matrix"]):
-        confusion.add_row(label, *map(str, row))
+        confusion.add_row(table_cell(label), *map(str, row))
     for table in (summary, per_class, confusion):
         stdout.print(table)
 
@@ -142,9 +142,9 @@ def show_metrics(metrics: dict[str, Any], title: str) -> None:
 def show_multilabel_metrics(metrics: dict[str, Any], title: str) -> None:
     from rich.table import Table
 
-    from textclf_cli.console import stdout
+    from textclf_cli.console import stdout, table_cell
 
-    summary = Table(title=title)
+    summary = Table(title=table_cell(title))
     columns = ("f1_micro", "f1_macro", "f1_weighted", "f1_samples", "subset_accuracy", "hamming_loss")
     for column in (*columns, "examples"):
         summary.add_column(column, justify="right")
@@ -154,6 +154,6 @@ def show_multilabel_metrics(metrics: dict[str, Any], title: str) -> None:
     for column in table.columns:
         per_label.add_column(column, justify="left" if column == "label" else "right")
     for row in table.itertuples(index=False):
-        per_label.add_row(*(f"{value:.4f}" if isinstance(value, float) else str(value) for value in row))
+        per_label.add_row(*(f"{value:.4f}" if isinstance(value, float) else table_cell(value) for value in row))
     for shown in (summary, per_label):
         stdout.print(shown)

@@ -72,12 +72,12 @@ def show_top_trials(rows: list[dict[str, Any]], monitor: str, maximize: bool, li
     """A rich table of the best completed trials, with their values of the searched keys."""
     from rich.table import Table
 
-    from textclf_cli.console import stdout
+    from textclf_cli.console import stdout, table_cell
 
     completed = [row for row in rows if row["state"] == "complete" and row["value"] is not None]
     completed.sort(key=lambda row: (-row["value"] if maximize else row["value"], row["number"]))
     keys = [key for key in rows[0] if key not in FIXED_COLUMNS + ["run_dir", "message"]] if rows else []
-    table = Table(title=f"top trials by {monitor} ({len(completed)} completed of {len(rows)})")
+    table = Table(title=table_cell(f"top trials by {monitor} ({len(completed)} completed of {len(rows)})"))
     for column in ("trial", monitor, "seconds"):
         table.add_column(column, justify="right")
     table.add_column("values")
@@ -85,7 +85,8 @@ def show_top_trials(rows: list[dict[str, Any]], monitor: str, maximize: bool, li
     for row in completed[:limit]:
         values = " ".join(f"{key.partition('.')[2]}={_short(row[key])}" for key in keys)  # train.lr -> lr
         folder = Path(row["run_dir"]).name if row["run_dir"] else "(deleted)"
-        table.add_row(str(row["number"]), f"{row['value']:.4f}", f"{row['seconds'] or 0:.1f}", values, folder)
+        table.add_row(str(row["number"]), f"{row['value']:.4f}", f"{row['seconds'] or 0:.1f}", table_cell(values),
+                      table_cell(folder))
     stdout.print(table)
 
 
