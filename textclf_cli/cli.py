@@ -14,8 +14,8 @@ from typing import Annotated, Any
 import typer
 import typer.core
 
-from textclf_cli import console
-from textclf_cli.errors import ConfigError, Interrupted, RunError, TextclfError
+from textclf_cli import console, files
+from textclf_cli.errors import ConfigError, Interrupted, TextclfError
 
 app = typer.Typer(
     help="Train TextCNN / (Bi)LSTM / bag-of-ngrams text classifiers from a YAML config, evaluate them, predict.",
@@ -279,15 +279,20 @@ def predict(
     check_predict_options(output_format, output, input_file, texts or [])
     from textclf_cli import onnx_predict
     from textclf_cli import predict as predicting
+    from textclf_cli.runs import refuse_model_as_output
 
     onnx = onnx_predict.is_onnx_target(target)
     if onnx:  # fp32 on the CPU, settings from the sidecar: refuse what does not apply before reading any input
         onnx_predict.check_onnx_options(device, precision.value, overrides)
     stream = predicting.iter_texts(texts or [], input_file, text_column)
     if onnx:
+        refuse_model_as_output("predict", output, _onnx_files(Path(target)), None)
         scorer = onnx_predict.onnx_scorer(Path(target))
     else:
-        scorer = _checkpoint_scorer(target, overrides, device, precision.value)
+        checkpoint, run_dir = _resolve_target(target, overrides)
+        exported = [] if run_dir is None else _onnx_files(run_dir / files.EXPORT_DIR / files.EXPORT_ONNX)
+        refuse_model_as_output("predict", output, [checkpoint, *exported], run_dir)
+        scorer = _checkpoint_scorer(checkpoint, run_dir, device, precision.value)
     chunks = predicting.predict_stream(scorer, stream, batch_size=batch_size)
     if output_format is OutputFormat.table:
         for chunk in chunks:
@@ -310,12 +315,18 @@ def predict(
     console.result(f"{written[0]} prediction(s) written to {output}")
 
 
-def _checkpoint_scorer(target: str, overrides: list[str] | None, device: str, precision: str):
-    """The scorer of TARGET's checkpoint, or of its run's export for a few texts on the CPU in fp32. torch is
+def _onnx_files(model: Path) -> list[Path]:
+    """An ONNX model and its sidecar, from either of the two."""
+    from textclf_cli.sidecar import sidecar_path
+
+    onnx = model.with_suffix("") if model.suffix.lower() == ".json" else model
+    return [onnx, sidecar_path(onnx)]
+
+
+def _checkpoint_scorer(checkpoint: Path, run_dir: Path | None, device: str, precision: str):
+    """The scorer of a checkpoint, or of its run's export for a few texts on the CPU in fp32. torch is
     imported only once the checkpoint is loaded, never on an ONNX path."""
     from textclf_cli.onnx_predict import run_export_scorer
-
-    checkpoint, run_dir = _resolve_target(target, overrides)
 
     def from_checkpoint():
         from textclf_cli.checkpoint import load_model
@@ -372,12 +383,10 @@ def runs_prune(
 ) -> None:
     """Delete the oldest completed/failed/interrupted/stale runs beyond the newest N; never best, latest or a live run."""
     console.setup_logging(quiet)
-    from textclf_cli.prune import prune_runs
-    from textclf_cli.run_listing import is_experiment_dir
+    from textclf_cli.prune import prune_runs, require_experiment_dir
 
     folder = _experiment_dir(experiment_dir, overrides)
-    if not folder.is_dir() or not is_experiment_dir(folder):
-        raise RunError(f"{folder}: not an experiment folder (runs/<experiment>, holding run folders)")
+    require_experiment_dir(folder)
     removed = prune_runs(folder, keep, dry_run=dry_run)
     verb = "would remove" if dry_run else "removed"
     for run_dir in removed:
@@ -398,11 +407,13 @@ def export(
     """Export a trained model for serving without textclf, with a sidecar JSON (vocabulary, labels, tokenizer)."""
     console.setup_logging(quiet)
     from textclf_cli.export import check_export_dependencies, default_output, export_model
+    from textclf_cli.runs import refuse_model_as_output
 
     check_export_dependencies(export_format.value)
     if output is not None and output.is_dir():
         raise ConfigError(f"export: --output {output} is a folder; name the model file, e.g. {output / 'model.onnx'}")
     checkpoint, run_dir = _resolve_target(target, overrides)
+    refuse_model_as_output("export", output, [checkpoint], run_dir)
     result = export_model(checkpoint, export_format.value, output or default_output(checkpoint, run_dir,
                                                                                     export_format.value))
     console.log.info(f"sidecar {result.sidecar}")

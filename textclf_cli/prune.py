@@ -1,4 +1,5 @@
-"""`textclf runs prune` and `output.keep_runs`: delete old finished runs, never best/latest or a live run."""
+"""`textclf runs prune` and `output.keep_runs`: delete old finished runs textclf made, never best/latest, a live
+run, or a folder another tool made."""
 
 from __future__ import annotations
 
@@ -7,6 +8,10 @@ import shutil
 from pathlib import Path
 
 from textclf_cli import files
+from textclf_cli.console import log
+from textclf_cli.errors import RunError
+from textclf_cli.leftovers import remove_run_leftovers
+from textclf_cli.run_listing import experiment_dirs, is_experiment_dir
 from textclf_cli.runs import (
     COMPLETED,
     FAILED,
@@ -33,11 +38,24 @@ def protected_runs(experiment_dir: Path) -> set[str]:
     return names
 
 
-def prune_runs(experiment_dir: Path, keep: int, dry_run: bool = False) -> list[Path]:
-    """Delete the runs beyond the newest `keep` whose status is completed, failed, interrupted or stale,
-    except the targets of best/latest and any run a process is training in. Returns the runs (to be) removed.
+def require_experiment_dir(folder: Path) -> None:
+    """Refuse, in one line, a folder `runs prune` must not touch: only an experiment folder holds textclf's runs."""
+    if folder.is_dir() and is_experiment_dir(folder):
+        return
+    if folder.is_dir() and experiment_dirs(folder):
+        raise RunError(f"{folder}: a runs folder, not an experiment folder; prune one experiment at a time, e.g. "
+                       f"{experiment_dirs(folder)[0]}")
+    raise RunError(f"{folder}: not an experiment folder (no run folder made by textclf in it, and no latest/best "
+                   f"link); pass runs/<experiment>")
 
-    Holds the experiment lock, so best/latest cannot move onto a run while it is being deleted.
+
+def prune_runs(experiment_dir: Path, keep: int, dry_run: bool = False) -> list[Path]:
+    """Delete the runs textclf made (runs.run_folders) beyond the newest `keep` whose status is completed, failed,
+    interrupted or stale, except the targets of best/latest and any run a process is training in. Returns the
+    runs (to be) removed. A folder another tool made, or a damaged run, is never touched.
+
+    Holds the experiment lock, so best/latest cannot move onto a run while it is being deleted. Removes the
+    temp files killed processes left in the experiment on the way (leftovers.py).
     """
     if not experiment_dir.is_dir():
         return []
@@ -45,6 +63,9 @@ def prune_runs(experiment_dir: Path, keep: int, dry_run: bool = False) -> list[P
     removed = []
     with experiment_lock(experiment_dir):
         remove_leftovers(experiment_dir)
+        if not dry_run:
+            for leftover in remove_run_leftovers(experiment_dir):
+                log.info(f"removed {leftover} (left behind by a killed textclf process)")
         protected = protected_runs(experiment_dir)
         for run_dir in run_folders(experiment_dir)[keep:]:
             if run_dir.name in protected or honest_status(run_dir, read_status(run_dir)) not in PRUNABLE:

@@ -13,9 +13,11 @@ from typing import Any
 from textclf_cli import files
 from textclf_cli.errors import RunError
 from textclf_cli.runs import (
+    DAMAGED,
     RUNNING,
     STALE,
     honest_status,
+    left_alone,
     mark_stale_runs,
     read_status,
     run_folders,
@@ -27,7 +29,7 @@ from textclf_cli.runs import (
 class RunRecord:
     experiment: str
     run_id: str
-    status: str  # completed | failed | interrupted | running | stale
+    status: str  # completed | failed | interrupted | running | stale | damaged | not a textclf run
     epochs: int | None
     monitor: str | None
     best_metric: float | None
@@ -54,8 +56,10 @@ def experiment_dirs(path: Path) -> list[Path]:
 
 
 def is_experiment_dir(path: Path) -> bool:
+    """It holds a run textclf made (a damaged one counts) or a latest/best link; other tools' folders do not count."""
     links = (path / files.LATEST_LINK, path / files.BEST_LINK)
-    return any(link.is_symlink() for link in links) or bool(run_folders(path))
+    return (any(link.is_symlink() for link in links) or bool(run_folders(path))
+            or any(kind == DAMAGED for _, kind in left_alone(path)))
 
 
 def link_targets(experiment_dir: Path) -> dict[str, str]:
@@ -79,6 +83,7 @@ def list_runs(path: Path) -> list[RunRecord]:
             tags_by_run.setdefault(run_id, []).append(tag)
         records.extend(run_record(run_dir, tags_by_run.get(run_dir.name, []))
                        for run_dir in run_folders(experiment_dir))
+        records.extend(left_alone_record(folder, kind) for folder, kind in left_alone(experiment_dir))
     return sorted(records, key=lambda record: (sortable_run_order(record.run_id), record.experiment), reverse=True)
 
 
@@ -93,6 +98,13 @@ def run_record(run_dir: Path, tags: list[str]) -> RunRecord:
         test_accuracy=test.get("accuracy"), test_f1_macro=test.get("f1_macro"), started_at=record.get("started_at"),
         duration_s=duration_seconds(record, state), tags=sorted(tags), path=str(run_dir),
     )
+
+
+def left_alone_record(folder: Path, kind: str) -> RunRecord:
+    """A row saying why a folder that looks like a run is none of textclf's business (never pruned)."""
+    return RunRecord(experiment=folder.parent.name, run_id=folder.name, status=kind, epochs=None, monitor=None,
+                     best_metric=None, test_accuracy=None, test_f1_macro=None, started_at=None, duration_s=None,
+                     path=str(folder))
 
 
 def read_test_metrics(run_dir: Path) -> dict[str, Any]:

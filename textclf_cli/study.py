@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import socket
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,16 @@ from textclf_cli.config import Config, TuneRange, config_to_dict, flat_differenc
 from textclf_cli.console import log
 from textclf_cli.errors import ConfigError, RunError
 from textclf_cli.prune import delete_run, remove_leftovers
-from textclf_cli.runs import COMPLETED, experiment_lock, point_link, read_status, run_folders
+from textclf_cli.runs import (
+    COMPLETED,
+    RUNNING,
+    experiment_lock,
+    honest_status,
+    id_stamp,
+    point_link,
+    read_status,
+    run_folders,
+)
 
 STUDY_NAME = "textclf"
 STARTUP_TRIALS = 5  # random trials (after the config as written) before TPE models the space
@@ -44,7 +52,7 @@ def open_study_dir(config: Config, resume: Path | None) -> Path:
         return resume
     experiment_dir = config.output.runs_dir / config.experiment
     experiment_dir.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
+    stamp = id_stamp()
     for suffix in range(1000):
         study_dir = experiment_dir / f"{files.STUDY_PREFIX}{stamp}{'' if suffix == 0 else f'-{suffix}'}"
         try:
@@ -72,7 +80,7 @@ def check_study_dir(config: Config, study_dir: Path) -> None:
 def open_study(study_dir: Path, config: Config, worker: int) -> Any:
     optuna = import_optuna()
     storage = optuna.storages.RDBStorage(
-        f"sqlite:///{(study_dir / files.STUDY_DB).resolve()}",
+        sqlite_url(study_dir / files.STUDY_DB),
         engine_kwargs={"connect_args": {"timeout": 60}},  # wait for another process's write instead of failing
         heartbeat_interval=60, grace_period=180,  # a trial whose process died elsewhere is marked failed later
     )
@@ -86,6 +94,14 @@ def open_study(study_dir: Path, config: Config, worker: int) -> Any:
                                                n_startup_trials=STARTUP_TRIALS, multivariate=True,
                                                constant_liar=True)
     return study
+
+
+def sqlite_url(path: Path) -> str:
+    """sqlite:///<absolute path>, quoted by SQLAlchemy: a `?`, `#` or `%` in the runs path stays part of it
+    (a raw f-string would start a query string there and put the database elsewhere)."""
+    from sqlalchemy.engine import URL
+
+    return URL.create("sqlite", database=str(path.resolve())).render_as_string(hide_password=False)
 
 
 def fail_orphaned_trials(study: Any, own: bool = False) -> None:
@@ -162,7 +178,7 @@ def keep_useful_trial_folders(study: Any, study_dir: Path, keep: int) -> None:
               if "run_dir" in trial.user_attrs}
     remove_leftovers(study_dir)
     for folder in run_folders(study_dir):
-        if folder.name in useful or read_status(folder) is None:  # None: a trial's folder being created
+        if folder.name in useful or honest_status(folder, read_status(folder)) == RUNNING:  # incl. being created
             continue
         delete_run(folder)  # refuses a folder a process is training in (another process's new trial)
     best_dir = Path(ranked[0].user_attrs.get("run_dir", "")) if ranked else None

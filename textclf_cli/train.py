@@ -5,6 +5,7 @@ from __future__ import annotations
 import platform
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ from textclf_cli.distributed import Processes
 from textclf_cli.errors import ConfigError, Interrupted, RunError, TextclfError
 from textclf_cli.export import check_export_dependencies, export_for_predict
 from textclf_cli.interrupts import SignalInterrupt, interrupt_on_signals
+from textclf_cli.leftovers import remove_data_leftovers, tidy_experiment
 from textclf_cli.loop import LoopSettings, NonFiniteLoss, SignalGuard, StopRequested, Trainer, TrainState, fit
 from textclf_cli.models import build_model, fit_counts, min_width, model_kwargs
 from textclf_cli.optim import build_loss, build_multilabel_loss, build_optimizer, build_scheduler
@@ -87,27 +89,41 @@ def _train(config: Config, processes: Processes, resume: Path | None, promote_if
     amp = resolve_precision(config.train.precision, device)
     if config.train.num_threads:
         torch.set_num_threads(config.train.num_threads)
-    resumed = None
-    if resume:  # refuse a bad --resume before preparing data; keep the sizes the run resolved from `auto`
-        resumed, stored = resume_run_dir(config, resume)
-        config = with_stored_auto(config, stored)
-    data = prepare_once(config, processes)
-    config = resolve_auto(config, data)
-    if "valid" not in data.splits:
-        raise ConfigError("data: no validation split; set data.valid or data.valid_fraction")
-    run_dir = resumed or new_run_dir(config, processes)
-    lock = lock_run(run_dir) if processes.is_main else None  # held while training: a second --resume is refused
-    log_handler = add_log_file(run_dir / files.TRAIN_LOG) if processes.is_main else None
-    curves = TensorBoardLog(run_dir / files.TENSORBOARD_DIR if processes.is_main and config.output.tensorboard else None)
-    try:
-        return _train_in(run_dir, config, data, amp, resume is not None, promote_if_better, processes, curves,
-                         on_epoch)
-    finally:
-        curves.close()
-        if log_handler is not None:
-            remove_handler(log_handler)
-        if lock is not None:
-            lock.release()
+    with ExitStack() as held:  # the run's lock, held while training: a second --resume or a prune is refused
+        resumed = None
+        if resume:  # refuse a bad --resume before preparing data; keep the sizes the run resolved from `auto`
+            resumed, stored = resume_run_dir(config, resume)
+            if processes.is_main:  # locked before any work: a prune or output.keep_runs cannot delete it meanwhile
+                held.callback(lock_run(resumed).release)
+            config = with_stored_auto(config, stored)
+        if processes.is_main:
+            remove_leftovers(config)
+        data = prepare_once(config, processes)
+        config = resolve_auto(config, data)
+        if "valid" not in data.splits:
+            raise ConfigError("data: no validation split; set data.valid or data.valid_fraction")
+        run_dir = resumed or new_run_dir(config, processes)
+        if processes.is_main and resumed is None:
+            held.callback(lock_run(run_dir).release)
+        log_handler = add_log_file(run_dir / files.TRAIN_LOG) if processes.is_main else None
+        curves = TensorBoardLog(run_dir / files.TENSORBOARD_DIR if processes.is_main and config.output.tensorboard
+                                else None)
+        try:
+            return _train_in(run_dir, config, data, amp, resume is not None, promote_if_better, processes, curves,
+                             on_epoch)
+        finally:
+            curves.close()
+            if log_handler is not None:
+                remove_handler(log_handler)
+
+
+def remove_leftovers(config: Config) -> None:
+    """What killed processes left of this experiment and its data (temp files, staging folders, downloads)."""
+    download_dir = config.data.train.parent if config.data.url else None
+    removed = tidy_experiment(config.output.runs_dir / config.experiment)
+    removed += remove_data_leftovers(config.data.prepared_dir, download_dir)
+    for path in removed:
+        log.info(f"removed {path} (left behind by a killed textclf process)")
 
 
 def prepare_once(config: Config, processes: Processes) -> PreparedData:
@@ -303,6 +319,11 @@ def resume_run_dir(config: Config, run_dir: Path) -> tuple[Path, Config]:
 
     if not (run_dir / files.CONFIG_FILE).is_file():
         raise RunError(f"{run_dir}: not a textclf run folder (no {files.CONFIG_FILE}); pass the folder of the run to resume")
+    experiment_dir = config.output.runs_dir / config.experiment
+    if run_dir.resolve().parent != experiment_dir.resolve():
+        raise RunError(f"--resume {run_dir}: refused, the run is not in this config's experiment folder "
+                       f"{experiment_dir} (output.runs_dir/experiment), where textclf keeps its latest/best links "
+                       f"and output.keep_runs; move the run there, or set output.runs_dir and experiment to match")
     if not (run_dir / files.CHECKPOINTS_DIR / files.LAST_CHECKPOINT).is_file():
         raise RunError(f"{run_dir}: has no {files.CHECKPOINTS_DIR}/{files.LAST_CHECKPOINT} (it stopped before "
                        f"training began); start a new run instead")

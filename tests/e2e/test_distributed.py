@@ -18,7 +18,7 @@ from tests.conftest import run_cli, tiny_config
 from textclf_cli.checkpoint import load_model
 from textclf_cli.predict import predict_with
 
-RUN_FILES = {"config.yaml", "status.json", "history.csv", "train.log", "training_curves.png",
+RUN_FILES = {".lock", "config.yaml", "status.json", "history.csv", "train.log", "training_curves.png",
              "checkpoints/best.pt", "checkpoints/last.pt", "checkpoints/selected.pt"}
 EPOCHS = 3
 METRIC_COLUMNS = ["epoch", "train_loss", "train_accuracy", "valid_loss", "valid_accuracy", "valid_f1_macro", "lr"]

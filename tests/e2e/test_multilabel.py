@@ -36,7 +36,7 @@ TOPIC_WORDS = {
 LABELS = sorted(TOPIC_WORDS)
 FILLER = ["the", "a", "today", "news", "report", "said", "and", "of", "after", "week"]
 N_TRAIN, N_TEST, EPOCHS = 80, 30, 2
-RUN_FILES = {"config.yaml", "status.json", "history.csv", "train.log", "training_curves.png",
+RUN_FILES = {".lock", "config.yaml", "status.json", "history.csv", "train.log", "training_curves.png",
              "checkpoints/best.pt", "checkpoints/last.pt"}
 EVALUATION_FILES = {"metrics.json", "classification_report.txt", "per_label.csv", "per_label_f1.png"}
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_accuracy", "valid_loss", "valid_accuracy", "valid_f1_macro",

@@ -19,7 +19,7 @@ from tests.conftest import run_cli, tiny_config, tiny_examples, write_table
 
 BINARY, THREE = ("pos", "neg"), ("pos", "neg", "mixed")
 N_TRAIN, N_TEST, EPOCHS = 60, 30, 2
-RUN_FILES = {"config.yaml", "status.json", "history.csv", "train.log", "training_curves.png",
+RUN_FILES = {".lock", "config.yaml", "status.json", "history.csv", "train.log", "training_curves.png",
              "checkpoints/best.pt", "checkpoints/last.pt"}
 EVALUATION_FILES = {"metrics.json", "classification_report.txt", "confusion_matrix.csv", "confusion_matrix.png"}
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_accuracy", "valid_loss", "valid_accuracy", "valid_f1_macro", "lr",

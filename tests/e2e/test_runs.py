@@ -1,11 +1,14 @@
-"""`textclf runs`: listing with honest status (stale after SIGKILL), pruning that spares best/latest/live runs,
-output.keep_runs, and signals during setup (before the first epoch)."""
+"""`textclf runs`: listing with honest status (stale after SIGKILL), pruning that spares best/latest/live runs and
+every folder textclf did not make, output.keep_runs, --resume only inside the experiment folder and locked
+before any work, signals during setup (before the first epoch), --output that would destroy the checkpoint."""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
+import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,6 +20,7 @@ import pytest
 from tests.conftest import run_cli, tiny_config
 from tests.e2e.test_unattended import REPO, start_train, wait_for_epochs
 from textclf_cli.atomic import symlink_atomic
+from textclf_cli.prune import prune_runs
 from textclf_cli.runs import lock_run, read_status
 
 LISTING_KEYS = ["experiment", "run_id", "status", "epochs", "monitor", "best_metric", "test_accuracy",
@@ -222,3 +226,138 @@ def test_sigint_while_preparing_exits_130_without_a_run_folder(tmp_path):
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr and "error: interrupted by SIGINT" in stderr
     assert not (tmp_path / "runs").exists()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# only what textclf made: other tools' folders, --resume outside the runs folder, a prune during a resume
+
+
+def other_tools_folders(root: Path) -> list[Path]:
+    """The issue's reproduction: folders with a config.yaml or a checkpoints/ of their own, two hours old."""
+    (root / "alpha").mkdir(parents=True)
+    (root / "alpha/config.yaml").write_text("x\n")
+    (root / "beta/checkpoints").mkdir(parents=True)
+    (root / "beta/checkpoints/m.ckpt").write_text("precious\n")
+    (root / "gamma").mkdir()
+    (root / "gamma/config.yaml").write_text("x\n")
+    made = [root / "alpha/config.yaml", root / "beta/checkpoints/m.ckpt", root / "gamma/config.yaml"]
+    old = time.time() - 7200
+    for path in [*made, root / "alpha", root / "beta", root / "beta/checkpoints", root / "gamma"]:
+        os.utime(path, (old, old))
+    return made
+
+
+def test_prune_refuses_a_folder_of_other_tools_and_deletes_nothing(tmp_path):
+    made = other_tools_folders(tmp_path / "p")
+    result = run_cli("runs", "prune", str(tmp_path / "p"), "--keep", "1")
+    assert result.exit_code == 4, result.output
+    assert result.stderr == (f"error: {tmp_path / 'p'}: not an experiment folder (no run folder made by textclf in "
+                             f"it, and no latest/best link); pass runs/<experiment>\n")
+    assert result.stdout == "" and all(path.is_file() for path in made)
+    assert (tmp_path / "p/beta/checkpoints/m.ckpt").read_text() == "precious\n"
+
+
+def test_other_tools_folders_in_an_experiment_are_listed_and_never_pruned(tmp_path):
+    experiment = tmp_path / "runs" / "exp"
+    made = other_tools_folders(experiment)
+    old_run = fake_run(experiment, "20200101-000000", "completed")
+    fake_run(experiment, "20200102-000000", "completed")
+    records = listing(tmp_path / "runs")
+    assert [(r["run_id"], r["status"]) for r in records] == [
+        ("gamma", "not a textclf run"), ("beta", "not a textclf run"), ("alpha", "not a textclf run"),
+        ("20200102-000000", "completed"), ("20200101-000000", "completed")]
+    result = run_cli("runs", "prune", str(experiment), "--keep", "1")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == f"removed {old_run}\n"
+    assert all(path.is_file() for path in made)
+
+
+def test_a_damaged_status_json_is_listed_and_warned_about_once(tmp_path):
+    experiment = tmp_path / "runs" / "exp"
+    damaged = experiment / "20200101-000000"
+    (damaged / "checkpoints").mkdir(parents=True)
+    (damaged / "status.json").write_text("[]")
+    fake_run(experiment, "20200102-000000", "completed")
+    result = run_cli("runs", str(tmp_path / "runs"), "--format", "json")
+    assert result.exit_code == 0, result.output
+    assert [(r["run_id"], r["status"]) for r in json.loads(result.stdout)] == [
+        ("20200102-000000", "completed"), ("20200101-000000", "damaged")]
+    assert result.stderr.count("damaged (not a JSON object)") == 1, result.stderr
+    pruned = run_cli("runs", "prune", str(experiment), "--keep", "1")
+    assert pruned.exit_code == 0, pruned.output
+    assert pruned.stdout == "" and damaged.is_dir()
+
+
+@pytest.fixture
+def trained(tmp_path) -> tuple[Path, Path]:
+    """(config, run folder) of a 1-epoch tiny run."""
+    config = tiny_config(tmp_path, train={"epochs": 1, "num_threads": 1})
+    result = run_cli("train", str(config), "--quiet")
+    assert result.exit_code == 0, result.output
+    return config, Path(result.stdout.strip())
+
+
+def test_resume_outside_the_experiment_folder_is_refused(trained, tmp_path):
+    config, run_dir = trained
+    elsewhere = tmp_path / "p" / "tiny" / run_dir.name
+    shutil.copytree(run_dir, elsewhere)
+    other_tools_folders(tmp_path / "p")
+    result = run_cli("train", str(config), "--resume", str(elsewhere), "--set", "train.epochs=2")
+    assert result.exit_code == 4, result.output
+    assert result.stderr.splitlines()[-1] == (
+        f"error: --resume {elsewhere}: refused, the run is not in this config's experiment folder "
+        f"{tmp_path / 'runs' / 'tiny'} (output.runs_dir/experiment), where textclf keeps its latest/best links and "
+        f"output.keep_runs; move the run there, or set output.runs_dir and experiment to match")
+    assert sorted(path.name for path in (tmp_path / "p" / "tiny").iterdir()) == [run_dir.name]  # no latest, no .lock
+    assert read_status(elsewhere)["epochs_completed"] == 1
+
+
+def test_a_prune_while_a_resume_prepares_cannot_delete_the_run(trained, tmp_path, monkeypatch):
+    config, run_dir = trained
+    experiment = run_dir.parent
+    newer = fake_run(experiment, "29990101-000000", "completed")
+    symlink_atomic(experiment / "latest", newer.name)  # the resumed run is neither newest nor latest: prunable
+    import textclf_cli.train as train_stage
+
+    prepare = train_stage.prepare_once
+    pruned = []
+
+    def prepare_while_cron_prunes(*args):  # `textclf runs prune --keep 1` from cron, while the data is prepared
+        pruned.extend(prune_runs(experiment, keep=1))
+        return prepare(*args)
+
+    monkeypatch.setattr(train_stage, "prepare_once", prepare_while_cron_prunes)
+    result = run_cli("train", str(config), "--resume", str(run_dir), "--set", "train.epochs=2")
+    assert result.exit_code == 0, result.output
+    assert pruned == [] and read_status(run_dir)["epochs_completed"] == 2
+
+
+def test_export_and_predict_refuse_to_write_over_the_checkpoint(trained):
+    _, run_dir = trained
+    best = run_dir / "checkpoints" / "best.pt"
+    before = best.read_bytes()
+    exported = run_cli("export", str(run_dir), "--format", "torchscript", "--output", str(best))
+    assert exported.exit_code == 2, exported.output
+    assert exported.stderr.splitlines()[-1] == (f"error: export: --output {best} is the model being read ({best}); "
+                                                f"writing there would destroy it: name another file")
+    into = run_dir / "checkpoints" / "predictions.jsonl"
+    predicted = run_cli("predict", str(run_dir), "great film", "--format", "jsonl", "--output", str(into))
+    assert predicted.exit_code == 2, predicted.output
+    assert predicted.stderr.splitlines()[-1] == (f"error: predict: --output {into} is inside the run's "
+                                                 f"{run_dir / 'checkpoints'}, which holds its checkpoints; name a "
+                                                 f"file elsewhere")
+    assert best.read_bytes() == before and not into.exists()
+
+
+def test_a_new_run_removes_what_killed_runs_left(trained, tmp_path):
+    config, run_dir = trained
+    orphan = run_dir / "checkpoints" / ".last.pt.k2j4h6g8.tmp"  # a SIGKILL mid-save
+    orphan.write_bytes(b"half")
+    staging = tmp_path / "prepared" / ".0123abcd.x1y2z3w4"
+    staging.mkdir()
+    old = time.time() - 7200
+    os.utime(staging, (old, old))
+    result = run_cli("train", str(config))
+    assert result.exit_code == 0, result.output
+    assert not orphan.exists() and not staging.exists()
+    assert f"removed {orphan} (left behind by a killed textclf process)" in result.stderr

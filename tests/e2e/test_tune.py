@@ -99,7 +99,9 @@ def test_resumed_study_continues_after_a_killed_process(tmp_path: Path) -> None:
     orphan.set_user_attr("pid", dead.pid)
     leftover = study / "20000101-000000"
     leftover.mkdir()
-    (leftover / "status.json").write_text(json.dumps({"status": "running", "pid": dead.pid}))
+    (leftover / "status.json").write_text(json.dumps({"tool": "textclf", "format_version": 1, "status": "running",
+                                                      "pid": dead.pid, "run_id": leftover.name,
+                                                      "experiment": study.name}))  # as textclf writes it
 
     result = tune(config, "--resume", str(study), "--trials", "4")
     assert f"trial 2 was left running by process {dead.pid}, which is gone: marked failed" in result.stderr

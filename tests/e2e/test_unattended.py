@@ -254,8 +254,9 @@ def test_two_trains_at_once_get_separate_runs_and_latest_is_completed(tmp_path):
 def fake_run(experiment_dir: Path, name: str, best_metric: float | None, monitor: str = "valid_f1_macro") -> Path:
     run = experiment_dir / name
     run.mkdir(parents=True)
-    (run / "status.json").write_text(json.dumps({"status": "completed", "best_metric": best_metric,
-                                                 "monitor": monitor}))
+    (run / "status.json").write_text(json.dumps({"tool": "textclf", "format_version": 1, "run_id": name,
+                                                 "experiment": experiment_dir.name, "status": "completed",
+                                                 "best_metric": best_metric, "monitor": monitor}))
     return run
 
 

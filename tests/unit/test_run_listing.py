@@ -1,4 +1,4 @@
-"""run_listing.py and runs.py: honest status of status-less folders, durations."""
+"""run_listing.py and runs.py: honest status of a just-created run, durations."""
 
 from __future__ import annotations
 
@@ -6,24 +6,27 @@ import os
 import time
 
 from textclf_cli.run_listing import duration_seconds, format_duration
-from textclf_cli.runs import STARTING_GRACE_S, honest_status, lock_run
+from textclf_cli.runs import STARTING_GRACE_S, create_run_dir, honest_status, lock_run, mark_stale_runs, read_status
 
 
-def test_a_folder_without_status_is_running_while_young_then_stale(tmp_path) -> None:
-    run = tmp_path / "20260101-000000"
-    run.mkdir()
-    assert honest_status(run, None) == "running"
+def test_a_created_run_is_running_while_young_then_stale(tmp_path) -> None:
+    run = create_run_dir(tmp_path, "exp")  # status `created`: its process takes the lock at once
+    assert honest_status(run, read_status(run)) == "running"
     old = time.time() - STARTING_GRACE_S - 5
     os.utime(run, (old, old))
-    assert honest_status(run, None) == "stale"
+    assert honest_status(run, read_status(run)) == "stale"
     lock = lock_run(run)
     try:
-        assert honest_status(run, None) == "running"  # someone holds it: live, whatever its age
+        assert honest_status(run, read_status(run)) == "running"  # someone holds it: live, whatever its age
         assert honest_status(run, {"status": "running"}) == "running"
     finally:
         lock.release()
     assert honest_status(run, {"status": "running"}) == "stale"
     assert honest_status(run, {"status": "completed"}) == "completed"
+    assert honest_status(run, None) == honest_status(run, {"status": []}) == "damaged"
+    os.utime(run, (old, old))  # the lock file made it young again
+    assert mark_stale_runs(tmp_path / "exp") == [run]
+    assert "start a new run" in read_status(run)["message"]
 
 
 def test_durations() -> None:
