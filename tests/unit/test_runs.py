@@ -160,7 +160,9 @@ def test_a_file_system_that_cannot_lock_is_one_clear_error(tmp_path: Path, monke
 # a damaged status.json
 
 
-def test_a_status_json_that_is_not_an_object_is_a_damaged_run(tmp_path: Path, caplog: pytest.LogCaptureFixture):
+def test_a_status_json_that_is_not_an_object_is_a_damaged_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    warnings: list[str] = []  # the textclf logger, once a CLI test has set it up, does not propagate to caplog
+    monkeypatch.setattr("textclf_cli.runs.log.warning", warnings.append)
     experiment = tmp_path / "exp"
     damaged = experiment / "20200101-000000"
     damaged.mkdir(parents=True)
@@ -170,7 +172,6 @@ def test_a_status_json_that_is_not_an_object_is_a_damaged_run(tmp_path: Path, ca
     write_status(made, "completed")
     assert prune_runs(experiment, keep=1) == []
     assert run_folders(experiment) == [made] and left_alone(experiment) == [(damaged, DAMAGED)]
-    warnings = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
     assert warnings == [f"{damaged / 'status.json'}: damaged (not a JSON object); textclf leaves this run alone "
                         f"and never prunes it: repair the file or delete the folder by hand"]  # once, however often seen
 
