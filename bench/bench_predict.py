@@ -61,9 +61,9 @@ def tokenizer_rows(texts: list[str]) -> list[str]:
 
 
 def model_rows(checkpoint: Path, texts: list[str], labels: np.ndarray) -> list[str]:
-    from textclf_cli.checkpoint import load_model
     from textclf_cli.data.encoding import encode_texts
-    from textclf_cli.inference import log_probabilities
+    from textclf_cli.runs.checkpoint import load_model
+    from textclf_cli.serving.inference import log_probabilities
 
     loaded = load_model(checkpoint, torch.device("cpu"))
     split = encode_texts(texts, loaded.tokenizer, loaded.vocab)
@@ -160,8 +160,8 @@ def main() -> None:
     parser.add_argument("--sample", type=int, default=25000, help="test reviews for the model and CLI rows")
     parser.add_argument("--tokenize-sample", type=int, default=5000)
     args = parser.parse_args()
-    from textclf_cli.checkpoint import load_model
     from textclf_cli.data.sources import read_imdb
+    from textclf_cli.runs.checkpoint import load_model
 
     test = read_imdb(args.archive)["test"]
     label_ids = {label: i for i, label in enumerate(load_model(args.checkpoint, torch.device("cpu")).labels)}

@@ -116,7 +116,7 @@ def _load(config_path: Path, overrides: list[str] | None):
 
 def _resolve_target(target: str, overrides: list[str] | None) -> tuple[Path, Path | None]:
     """(checkpoint, run folder) for a config (its latest completed run), a run folder or a .pt file."""
-    from textclf_cli.runs import find_checkpoint, latest_run, mark_stale_runs
+    from textclf_cli.runs.folders import find_checkpoint, latest_run, mark_stale_runs
 
     path = Path(target)
     if path.suffix.lower() in (".yaml", ".yml"):
@@ -151,8 +151,8 @@ def prepare(
 ) -> None:
     """Read, clean, tokenize and encode the data once; later commands reuse it."""
     console.setup_logging(quiet)
-    from textclf_cli.interrupts import interrupt_on_signals
     from textclf_cli.prepare import prepare as prepare_data
+    from textclf_cli.training.interrupts import interrupt_on_signals
 
     with interrupt_on_signals():  # SIGTERM unwinds like Ctrl-C: the staging folder is removed, exit 130
         data = prepare_data(_load(config_path, overrides), force=force)
@@ -173,8 +173,8 @@ def train(
     """Train a model; prints the run folder."""
     console.setup_logging(quiet)
     config = _load(config_path, overrides)
-    from textclf_cli.distributed import distributed_context
     from textclf_cli.train import train as train_model
+    from textclf_cli.training.distributed import distributed_context
 
     with distributed_context(config) as processes:
         result = train_model(config, processes, resume=resume, promote_if_better=promote_if_better)
@@ -219,7 +219,7 @@ def tune(
     if result is None:  # a --jobs worker: the first process reports
         return
     if not quiet:
-        from textclf_cli.tune_report import show_top_trials
+        from textclf_cli.tuning.report import show_top_trials
 
         show_top_trials(result.rows, result.monitor, result.maximize, limit=keep)
     console.result(f"best {result.monitor} {result.best_value:.4f} (trial {result.best_number}); "
@@ -277,9 +277,10 @@ def predict(
     """Label texts with a trained model; the checkpoint alone, or its ONNX export (no torch import), is enough."""
     console.setup_logging(quiet)
     check_predict_options(output_format, output, input_file, texts or [])
-    from textclf_cli import onnx_predict
     from textclf_cli import predict as predicting
-    from textclf_cli.runs import refuse_model_as_output
+    from textclf_cli.runs.folders import refuse_model_as_output
+    from textclf_cli.serving import onnx as onnx_predict
+    from textclf_cli.serving import scoring
 
     onnx = onnx_predict.is_onnx_target(target)
     if onnx:  # fp32 on the CPU, settings from the sidecar: refuse what does not apply before reading any input
@@ -293,10 +294,10 @@ def predict(
         exported = [] if run_dir is None else _onnx_files(run_dir / files.EXPORT_DIR / files.EXPORT_ONNX)
         refuse_model_as_output("predict", output, [checkpoint, *exported], run_dir)
         scorer = _checkpoint_scorer(checkpoint, run_dir, device, precision.value)
-    chunks = predicting.predict_stream(scorer, stream, batch_size=batch_size)
+    chunks = scoring.predict_stream(scorer, stream, batch_size=batch_size)
     if output_format is OutputFormat.table:
         for chunk in chunks:
-            predicting.show_table(predicting.rows(chunk, top_k))
+            predicting.show_table(scoring.rows(chunk, top_k))
         return
     if output is None:
         predicting.write_stream(chunks, output_format.value, sys.stdout, top_k)
@@ -317,7 +318,7 @@ def predict(
 
 def _onnx_files(model: Path) -> list[Path]:
     """An ONNX model and its sidecar, from either of the two."""
-    from textclf_cli.sidecar import sidecar_path
+    from textclf_cli.serving.sidecar import sidecar_path
 
     onnx = model.with_suffix("") if model.suffix.lower() == ".json" else model
     return [onnx, sidecar_path(onnx)]
@@ -326,12 +327,12 @@ def _onnx_files(model: Path) -> list[Path]:
 def _checkpoint_scorer(checkpoint: Path, run_dir: Path | None, device: str, precision: str):
     """The scorer of a checkpoint, or of its run's export for a few texts on the CPU in fp32. torch is
     imported only once the checkpoint is loaded, never on an ONNX path."""
-    from textclf_cli.onnx_predict import run_export_scorer
+    from textclf_cli.serving.onnx import run_export_scorer
 
     def from_checkpoint():
-        from textclf_cli.checkpoint import load_model
         from textclf_cli.device import resolve_device
-        from textclf_cli.predict import checkpoint_scorer
+        from textclf_cli.runs.checkpoint import load_model
+        from textclf_cli.serving.scoring import checkpoint_scorer
 
         return checkpoint_scorer(load_model(checkpoint, resolve_device(device)), precision)
 
@@ -360,7 +361,7 @@ def runs_list(
 ) -> None:
     """One row per run, newest first: status (stale when its process is gone), epochs, metrics, best/latest."""
     console.setup_logging(False)
-    from textclf_cli import run_listing
+    from textclf_cli.runs import listing as run_listing
 
     records = run_listing.list_runs(_experiment_dir(path, overrides))
     if not records:
@@ -383,7 +384,7 @@ def runs_prune(
 ) -> None:
     """Delete the oldest completed/failed/interrupted/stale runs beyond the newest N; never best, latest or a live run."""
     console.setup_logging(quiet)
-    from textclf_cli.prune import prune_runs, require_experiment_dir
+    from textclf_cli.runs.prune import prune_runs, require_experiment_dir
 
     folder = _experiment_dir(experiment_dir, overrides)
     require_experiment_dir(folder)
@@ -407,7 +408,7 @@ def export(
     """Export a trained model for serving without textclf, with a sidecar JSON (vocabulary, labels, tokenizer)."""
     console.setup_logging(quiet)
     from textclf_cli.export import check_export_dependencies, default_output, export_model
-    from textclf_cli.runs import refuse_model_as_output
+    from textclf_cli.runs.folders import refuse_model_as_output
 
     check_export_dependencies(export_format.value)
     if output is not None and output.is_dir():

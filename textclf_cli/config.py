@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from textclf_cli.errors import ConfigError
 
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
-AUTO = "auto"  # a value the train stage resolves from the training data (textclf_cli/auto.py)
+AUTO = "auto"  # a value the train stage resolves from the training data (textclf_cli/training/auto.py)
 # Upper bounds of the size keys: far above any useful value, far below one that asks for terabytes
 MAX_BUCKETS = 2**24  # hashed n-gram rows: 16.7M (auto picks at most 2^23)
 MAX_VOCAB = 10_000_000
@@ -74,7 +74,7 @@ class TokenizerConfig(Strict):
 
 class VocabConfig(Strict):
     max_size: int = Field(30000, ge=3, le=MAX_VOCAB)
-    # auto: 1 on short texts in a small corpus (where character n-grams go on too), else 2 (textclf_cli/auto.py)
+    # auto: 1 on short texts in a small corpus (where character n-grams go on too), else 2 (textclf_cli/training/auto.py)
     min_freq: Annotated[int, Field(ge=1)] | Literal["auto"] = AUTO
     max_length: Annotated[int, Field(ge=1, le=MAX_LENGTH)] | Literal["auto"] = AUTO
     truncate: Literal["head", "tail", "head_tail"] = "head_tail"
@@ -90,9 +90,9 @@ class NgramConfig(Strict):
     """NBSVM-style logistic regression over hashed word n-grams (models/ngram.py); alone or as an ensemble member."""
 
     type: Literal["ngram"] = "ngram"
-    # longest n-gram; auto: 3 on a training split of >= 1M tokens, else 2 (textclf_cli/auto.py)
+    # longest n-gram; auto: 3 on a training split of >= 1M tokens, else 2 (textclf_cli/training/auto.py)
     ngrams: Annotated[int, Field(ge=1, le=4)] | Literal["auto"] = AUTO
-    # hash space for n-grams of order >= 2; auto: about one bucket per training token, 2^14 to 2^23 (textclf_cli/auto.py)
+    # hash space for n-grams of order >= 2; auto: about one bucket per training token, 2^14 to 2^23 (textclf_cli/training/auto.py)
     buckets: Annotated[int, Field(ge=1, le=MAX_BUCKETS)] | Literal["auto"] = AUTO
     min_df: int = Field(2, ge=1)
     alpha: float = Field(1.0, gt=0.0)  # naive-Bayes count smoothing

@@ -10,16 +10,15 @@ import numpy as np
 import torch
 
 from textclf_cli import files
-from textclf_cli.checkpoint import LoadedModel, load_model
 from textclf_cli.config import Config, validate_config
 from textclf_cli.console import log
 from textclf_cli.data.encoding import encode_stream, encode_texts
 from textclf_cli.data.prepared import EncodedSplit, is_prepared, load_prepared
 from textclf_cli.data.sources import LabelledTexts, TableSource, TextChunk, format_of, read_table
+from textclf_cli.data.splits import fingerprint, read_splits
 from textclf_cli.data.tables import DEFAULT_MAX_ROW_CHARS, Where, describe
 from textclf_cli.device import resolve_device
 from textclf_cli.errors import ConfigError, DataError
-from textclf_cli.inference import model_logits
 from textclf_cli.metrics import (
     classification_metrics,
     classification_report_text,
@@ -27,8 +26,9 @@ from textclf_cli.metrics import (
     multilabel_report_text,
 )
 from textclf_cli.precision import inference_dtype
-from textclf_cli.prepare import fingerprint, read_splits
 from textclf_cli.report import write_evaluation, write_multilabel_evaluation
+from textclf_cli.runs.checkpoint import LoadedModel, load_model
+from textclf_cli.serving.inference import model_logits
 
 EVALUATE_CHUNK = 8192  # texts tokenized and scored at a time
 
@@ -75,7 +75,7 @@ def score(loaded: LoadedModel, targets: np.ndarray, logits: np.ndarray) -> tuple
         predictions = torch.log_softmax(torch.from_numpy(logits), dim=1).numpy().argmax(1)  # as predict ranks them
         return (classification_metrics(targets, predictions, loaded.labels),
                 classification_report_text(targets, predictions, loaded.labels))
-    from textclf_cli.multilabel import decide, sigmoid
+    from textclf_cli.serving.multilabel import decide, sigmoid
 
     predictions = decide(sigmoid(logits), np.array(loaded.thresholds))
     metrics = multilabel_metrics(targets, predictions, loaded.labels)
@@ -182,7 +182,7 @@ def raw_split(config: Config, split: str) -> LabelledTexts:
 
 def encode_labelled(texts: LabelledTexts, loaded: LoadedModel) -> EncodedSplit:
     """Texts with labels (multilabel: label sets) the model knows -> an EncodedSplit with its targets."""
-    from textclf_cli.prepare import label_targets
+    from textclf_cli.data.splits import label_targets
 
     multilabel, known = loaded.task == "multilabel", set(loaded.labels)
     for labels, row in zip(texts.labels, texts.rows or range(1, len(texts) + 1)):

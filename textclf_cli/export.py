@@ -23,14 +23,14 @@ from torch import nn
 import textclf_cli
 from textclf_cli import files
 from textclf_cli.atomic import write_atomic, write_json_atomic
-from textclf_cli.checkpoint import LoadedModel, load_model
 from textclf_cli.console import log
 from textclf_cli.data.text import WORD_OR_PUNCT
 from textclf_cli.data.vocab import PAD_ID, UNK_ID
 from textclf_cli.errors import ConfigError, RunError
-from textclf_cli.models import min_width
-from textclf_cli.runs import now_iso
-from textclf_cli.sidecar import EXTRAS_HINT, SIDECAR_FORMAT, SIDECAR_VERSION, checkpoint_stat, sidecar_path
+from textclf_cli.models.build import min_width
+from textclf_cli.runs.checkpoint import LoadedModel, load_model
+from textclf_cli.runs.folders import now_iso
+from textclf_cli.serving.sidecar import EXTRAS_HINT, SIDECAR_FORMAT, SIDECAR_VERSION, checkpoint_stat, sidecar_path
 
 ONNX_OPSET = 17
 PARITY_TOLERANCE = 1e-4

@@ -12,13 +12,13 @@ from typing import Any, NoReturn
 import yaml
 
 from textclf_cli import files
-from textclf_cli import search_space as spaces
 from textclf_cli.atomic import write_text_atomic
 from textclf_cli.config import Config, config_to_dict, validate_config
 from textclf_cli.console import add_log_file, log, remove_handler
 from textclf_cli.errors import ConfigError, Interrupted, RunError
-from textclf_cli.interrupts import interrupt_on_signals
-from textclf_cli.study import (
+from textclf_cli.training.interrupts import interrupt_on_signals
+from textclf_cli.tuning import space as spaces
+from textclf_cli.tuning.study import (
     HOST,
     enqueue_as_written,
     fail_orphaned_trials,
@@ -28,7 +28,7 @@ from textclf_cli.study import (
     ranked_trials,
     study_space,
 )
-from textclf_cli.tune_workers import start_workers, stop_workers, wait_for_workers
+from textclf_cli.tuning.workers import start_workers, stop_workers, wait_for_workers
 
 DEFAULT_TRIALS = 20
 
@@ -175,7 +175,7 @@ class TrialRunner:
 
     def after_trial(self, study: Any, trial: Any) -> None:
         """After each trial of this process: log it, drop folders no longer useful, refresh trials.csv."""
-        from textclf_cli import tune_report
+        from textclf_cli.tuning import report as tune_report
 
         self.current = None
         log_trial(study, trial, self.monitor)
@@ -209,8 +209,8 @@ class EpochReporter:
 
 def train_trial(config: Config, on_epoch: EpochReporter) -> Any:
     from textclf_cli.device import resolve_device
-    from textclf_cli.distributed import SingleProcess
     from textclf_cli.train import train
+    from textclf_cli.training.distributed import SingleProcess
 
     return train(config, SingleProcess(resolve_device(config.device)), on_epoch=on_epoch)
 
@@ -256,7 +256,7 @@ def log_trial(study: Any, trial: Any, monitor: str) -> None:
 
 def finish_study(study: Any, runner: TrialRunner) -> TuneResult:
     """best.yaml, trials.csv, tuning.png and the best trial, once every trial of this command has ended."""
-    from textclf_cli import tune_report
+    from textclf_cli.tuning import report as tune_report
 
     study_dir = runner.study_dir
     keep_useful_trial_folders(study, study_dir, runner.keep)

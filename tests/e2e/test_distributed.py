@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from tests.conftest import run_cli, tiny_config
-from textclf_cli.checkpoint import load_model
-from textclf_cli.predict import predict_with
+from textclf_cli.runs.checkpoint import load_model
+from textclf_cli.serving.scoring import predict_with
 
 RUN_FILES = {".lock", "config.yaml", "status.json", "history.csv", "train.log", "training_curves.png",
              "checkpoints/best.pt", "checkpoints/last.pt", "checkpoints/selected.pt"}

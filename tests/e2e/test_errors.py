@@ -486,14 +486,14 @@ def test_a_mismatching_existing_archive_is_kept(tmp_path):
 
 
 def test_a_matching_existing_archive_is_hashed_once(tmp_path, monkeypatch):
-    from textclf_cli import prepare as prepare_module
+    from textclf_cli.data import splits as splits_module
     from textclf_cli.data.download import sha256_of
 
     ws = Workspace(tmp_path, lambda: Path())
     archive = imdb_tarball(tmp_path / "data/aclImdb_v1.tar.gz")
     config = imdb_config(ws, archive, url="https://example.invalid/a.tar.gz", sha256=sha256_of(archive))
     hashed = []
-    monkeypatch.setattr(prepare_module, "sha256_of", lambda path: hashed.append(path) or sha256_of(path))
+    monkeypatch.setattr(splits_module, "sha256_of", lambda path: hashed.append(path) or sha256_of(path))
     result = run_cli("prepare", str(config))
     assert result.exit_code == 0, result.output
     assert hashed == [archive] and "WARNING" not in result.stderr
@@ -517,14 +517,14 @@ def test_an_unverifiable_url_is_warned_about(tmp_path, url, sha256, warning):
 
 
 def test_a_download_is_hashed_while_it_streams_in(tmp_path, monkeypatch):
-    from textclf_cli import prepare as prepare_module
+    from textclf_cli.data import splits as splits_module
     from textclf_cli.data.download import sha256_of
 
     source = imdb_tarball(tmp_path / "mirror/aclImdb_v1.tar.gz")
     target = tmp_path / "downloads/aclImdb_v1.tar.gz"
     config = imdb_config(Workspace(tmp_path, lambda: Path()), target, url=source.as_uri(), sha256=sha256_of(source))
     hashed = []
-    monkeypatch.setattr(prepare_module, "sha256_of", lambda path: hashed.append(path) or sha256_of(path))
+    monkeypatch.setattr(splits_module, "sha256_of", lambda path: hashed.append(path) or sha256_of(path))
     result = run_cli("prepare", str(config))
     assert result.exit_code == 0, result.output
     assert target.is_file() and hashed == []

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from tests.conftest import run_cli, tiny_config
-from textclf_cli.checkpoint import load_model
 from textclf_cli.data.text import Tokenizer, TokenizerSettings
-from textclf_cli.predict import predict_with
+from textclf_cli.runs.checkpoint import load_model
+from textclf_cli.serving.scoring import predict_with
 
 TEXTS = [
     "great",  # one token: shorter than the widest filter (3)

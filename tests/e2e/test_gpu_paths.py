@@ -54,7 +54,7 @@ def test_cuda_out_of_memory_is_one_line_with_a_hint(tmp_path, monkeypatch):
     def out_of_memory(*args, **kwargs):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (GPU 0; 15.7 GiB total)")
 
-    monkeypatch.setattr("textclf_cli.loop.training_step", out_of_memory)
+    monkeypatch.setattr("textclf_cli.training.loop.training_step", out_of_memory)
     result = run_cli("train", str(tiny_config(tmp_path)))
     assert result.exit_code == 4
     hint = ("CUDA out of memory on cpu during training epoch 1: lower train.batch_size (now 8) or "

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from tests.conftest import run_cli, tiny_config
-from textclf_cli import validation
-from textclf_cli.checkpoint import load_checkpoint
+from textclf_cli.runs.checkpoint import load_checkpoint
+from textclf_cli.training import scoring as validation
 
 
 def train(config: Path, *args: str) -> Path:

@@ -26,7 +26,7 @@ from sklearn.metrics import (
 )
 
 from tests.conftest import run_cli
-from textclf_cli.checkpoint import load_checkpoint
+from textclf_cli.runs.checkpoint import load_checkpoint
 
 TOPIC_WORDS = {
     "money": ["stock", "bank", "market", "shares", "profit"],

@@ -101,9 +101,9 @@ def assert_same_predictions(ours: list[dict], expected: list[dict]) -> None:
 
 
 def test_probabilities_equal_the_checkpoints_within_1e_4(model_file: Path) -> None:
-    from textclf_cli.checkpoint import load_model
-    from textclf_cli.onnx_predict import onnx_scorer
-    from textclf_cli.predict import predict_texts, predict_with
+    from textclf_cli.runs.checkpoint import load_model
+    from textclf_cli.serving.onnx import onnx_scorer
+    from textclf_cli.serving.scoring import predict_texts, predict_with
 
     texts = texts_for(model_file) + [""]  # an empty text is one pad token, as in training
     loaded = load_model(checkpoint_of(model_file), torch.device("cpu"))
@@ -121,7 +121,7 @@ def test_the_sidecar_itself_is_a_target(ensemble: Path) -> None:
 
 
 def test_a_large_input_streams_in_chunks_in_input_order(ensemble: Path, tmp_path: Path, monkeypatch) -> None:
-    from textclf_cli import predict as predicting
+    from textclf_cli.serving import scoring as predicting
 
     texts = [f"{text} number {i}" for i, (text, _) in enumerate(tiny_examples(40, seed=9))]
     source = write_table(tmp_path / "many.csv", [(text, "") for text in texts])

@@ -335,9 +335,9 @@ def test_predict_output_file(binary: Trained, tmp_path: Path, fmt: str) -> None:
 @pytest.mark.parametrize("fmt", ["jsonl", "csv"])
 def test_predict_streams_a_large_input_in_chunks_in_input_order(binary: Trained, tmp_path: Path, fmt: str,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    from textclf_cli import predict as predicting
-    from textclf_cli.checkpoint import load_model
     from textclf_cli.device import resolve_device
+    from textclf_cli.runs.checkpoint import load_model
+    from textclf_cli.serving import scoring as predicting
 
     texts = [f"{text} number {i}" for i, (text, _) in enumerate(tiny_examples(40, seed=9))]
     source = write_table(tmp_path / "many.csv", [(text, "") for text in texts])
@@ -438,8 +438,8 @@ def test_same_config_and_seed_train_identically(tmp_path: Path) -> None:
 
 def test_auto_precision_keeps_a_few_texts_in_fp32_and_streams_many_in_chunks(trained: Trained, monkeypatch) -> None:
     from textclf_cli import precision
-    from textclf_cli import predict as predicting
-    from textclf_cli.checkpoint import load_model
+    from textclf_cli.runs.checkpoint import load_model
+    from textclf_cli.serving import scoring as predicting
 
     asked: list[str] = []
     real = precision.inference_dtype

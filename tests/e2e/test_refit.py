@@ -12,14 +12,14 @@ import pytest
 import torch
 import yaml
 
-import textclf_cli.refit as refit_module
+import textclf_cli.training.refit as refit_module
 from tests.conftest import run_cli, tiny_config, tiny_examples, write_table
 from tests.e2e.test_multilabel import multilabel_config
-from textclf_cli.checkpoint import load_checkpoint
 from textclf_cli.config import TrainConfig
 from textclf_cli.data.prepared import EncodedSplit, PreparedData
-from textclf_cli.loop import StopRequested
-from textclf_cli.refit import with_valid_in_train
+from textclf_cli.runs.checkpoint import load_checkpoint
+from textclf_cli.training.refit import with_valid_in_train
+from textclf_cli.training.state import StopRequested
 
 N_TRAIN = 60  # tiny_config's training file; a fifth of it is carved off for validation
 
@@ -96,7 +96,7 @@ def test_each_member_trains_for_its_own_chosen_epochs(tmp_path: Path, monkeypatc
         return [1, 3]  # the network's best weights from epoch 1, the n-gram model's from epoch 3
 
     monkeypatch.setattr(refit_module, "train_one_epoch", recording_epoch)
-    monkeypatch.setattr("textclf_cli.loop.epochs_behind_weights", chosen_apart)
+    monkeypatch.setattr("textclf_cli.training.loop.epochs_behind_weights", chosen_apart)
     run_dir = train(tiny_config(tmp_path, train={"epochs": 3, "refit": True}))
     assert checkpoints(run_dir)["best"]["refit"]["epochs"] == {"network": 1, "ngram": 3}
     assert trained_members == [[True, True], [False, True], [False, True]]

@@ -16,9 +16,9 @@ from tests.conftest import run_cli, tiny_config
 from tests.e2e.test_onnx_predict import TEXTS, assert_same_predictions, imported_modules, ok, records
 from textclf_cli import export as exporting
 from textclf_cli.data.prepared import EncodedSplit
-from textclf_cli.onnx_predict import run_export_scorer
-from textclf_cli.predict import BF16_MIN_TEXTS_ON_CPU, Scorer
-from textclf_cli.sidecar import checkpoint_stat
+from textclf_cli.serving.onnx import run_export_scorer
+from textclf_cli.serving.scoring import BF16_MIN_TEXTS_ON_CPU, Scorer
+from textclf_cli.serving.sidecar import checkpoint_stat
 
 pytest.importorskip("onnxruntime", reason="the run's export needs the export extra (onnx, onnxruntime)")
 pytest.importorskip("onnx", reason="the run's export needs the export extra (onnx, onnxruntime)")

@@ -18,9 +18,9 @@ import torch
 import yaml
 
 from tests.conftest import kill_spawned_workers, run_cli, tiny_config
-from textclf_cli.checkpoint import load_checkpoint
 from textclf_cli.errors import RunError
-from textclf_cli.runs import lock_run, promote_if_better, read_status
+from textclf_cli.runs.checkpoint import load_checkpoint
+from textclf_cli.runs.folders import lock_run, promote_if_better, read_status
 
 REPO = Path(__file__).resolve().parents[2]
 HISTORY_COLUMNS = ["train_loss", "train_accuracy", "valid_loss", "valid_accuracy", "valid_f1_macro", "lr"]
@@ -86,7 +86,7 @@ def test_signal_saves_marks_interrupted_and_exits_130(tmp_path, sig):
 def test_second_signal_exits_at_once(tmp_path):
     script = (
         "import os, signal, time\n"
-        "from textclf_cli.loop import SignalGuard\n"
+        "from textclf_cli.training.state import SignalGuard\n"
         "with SignalGuard() as guard:\n"
         "    os.kill(os.getpid(), signal.SIGTERM)\n"
         "    time.sleep(0.2)\n"
@@ -222,7 +222,7 @@ def test_nan_loss_stops_with_exit_4_and_saves_nothing_from_it(tmp_path):
 
 
 def test_nan_validation_loss_stops_too(tmp_path, monkeypatch):
-    from textclf_cli import loop
+    from textclf_cli.training import loop
 
     real_validate = loop.validate
     monkeypatch.setattr(loop, "validate", lambda trainer, *rest: {**real_validate(trainer, *rest), "loss": float("inf")})

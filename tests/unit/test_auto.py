@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
-from textclf_cli.auto import MAX_AUTO_LENGTH, auto_max_length, auto_min_freq, resolve_auto
 from textclf_cli.config import check_resumable, validate_config
 from textclf_cli.data.prepared import EncodedSplit, PreparedData
 from textclf_cli.data.text import TokenizerSettings
+from textclf_cli.training.auto import MAX_AUTO_LENGTH, auto_max_length, auto_min_freq, resolve_auto
 
 
 def prepared_with_lengths(lengths: list[int]) -> PreparedData:

@@ -12,17 +12,11 @@ import pytest
 import torch
 from torch import nn
 
-from textclf_cli.checkpoint import (
-    CheckpointMeta,
-    load_checkpoint,
-    load_model,
-    new_checkpoint,
-    restore_training_state,
-    save_checkpoint,
-)
 from textclf_cli.data.text import TokenizerSettings
 from textclf_cli.errors import RunError
-from textclf_cli.models import build_model
+from textclf_cli.models.build import build_model
+from textclf_cli.runs.checkpoint import CheckpointMeta, load_checkpoint, load_model, new_checkpoint, save_checkpoint
+from textclf_cli.training.resume import restore_training_state
 
 VOCAB = ["<pad>", "<unk>", "great", "awful", "film"]
 KWARGS = {"embedding_dim": 8, "hidden_size": 4, "num_layers": 1, "bidirectional": True, "dropout": 0.1,

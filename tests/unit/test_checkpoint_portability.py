@@ -6,7 +6,9 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from textclf_cli.checkpoint import (
+from textclf_cli.data.text import TokenizerSettings
+from textclf_cli.models.build import build_model
+from textclf_cli.runs.checkpoint import (
     CheckpointMeta,
     load_model,
     new_checkpoint,
@@ -14,9 +16,7 @@ from textclf_cli.checkpoint import (
     strip_wrapper_prefixes,
     unwrapped_state_dict,
 )
-from textclf_cli.data.text import TokenizerSettings
-from textclf_cli.models import build_model
-from textclf_cli.predict import predict_with
+from textclf_cli.serving.scoring import predict_with
 
 KWARGS = {"embedding_dim": 8, "num_filters": 4, "filter_sizes": [2, 3], "dropout": 0.5, "pooling": "max"}
 VOCAB = ["<pad>", "<unk>", "great", "awful", "film"]

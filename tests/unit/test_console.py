@@ -11,7 +11,7 @@ from rich.console import Console
 from textclf_cli import console
 from textclf_cli.predict import show_table
 from textclf_cli.report import show_metrics
-from textclf_cli.tune_report import show_top_trials
+from textclf_cli.tuning.report import show_top_trials
 
 HOSTILE = "a forum post [/quote] [bold]x[/bold] \x1b[31mred\x1b]0;title\x07 \u202eevil\tend\r\n"
 SHOWN = "a forum post [/quote] [bold]x[/bold] [31mred]0;title evil end"

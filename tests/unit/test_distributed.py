@@ -8,8 +8,8 @@ import torch
 import torch.distributed as dist
 
 from textclf_cli.data.prepared import EncodedSplit
-from textclf_cli.distributed import DistributedContext, SingleProcess, _portable, _shard_bounds
 from textclf_cli.errors import DataError, RunError
+from textclf_cli.training.distributed import DistributedContext, SingleProcess, _portable, _shard_bounds
 
 
 def context(rank: int, world_size: int) -> DistributedContext:

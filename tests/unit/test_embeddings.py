@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from tests.conftest import tiny_config
-from textclf_cli.embeddings import apply_pretrained, read_vectors
 from textclf_cli.errors import ConfigError
-from textclf_cli.models import build_model
+from textclf_cli.models.build import build_model
+from textclf_cli.training.embeddings import apply_pretrained, read_vectors
 
 VOCAB = ["<pad>", "<unk>", "great", "awful", "film", "zzz"]
 LINES = ["great 1 0 0 0", "awful 0 1 0 0", "film 0 0 1 0", "unused 9 9 9 9"]
@@ -37,7 +37,7 @@ def test_apply_copies_vectors_reports_coverage_and_freezes(tmp_path, monkeypatch
     path = write_vectors(tmp_path / "v.txt")
     model = build_model("cnn", len(VOCAB), 2, {"embedding_dim": 4, "num_filters": 2, "filter_sizes": [2]})
     messages: list[str] = []
-    monkeypatch.setattr("textclf_cli.embeddings.log.info", messages.append)
+    monkeypatch.setattr("textclf_cli.training.embeddings.log.info", messages.append)
     coverage = apply_pretrained(model, path, VOCAB, 4, freeze=True)
     assert coverage == pytest.approx(3 / 4)  # great, awful, film of the 4 non-special tokens
     assert torch.equal(model.embedding.weight[VOCAB.index("awful")], torch.tensor([0.0, 1.0, 0.0, 0.0]))

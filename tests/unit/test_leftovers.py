@@ -8,9 +8,9 @@ import time
 from pathlib import Path
 
 from textclf_cli import files
-from textclf_cli.leftovers import ORPHAN_AGE_S, remove_data_leftovers
-from textclf_cli.prune import prune_runs
-from textclf_cli.runs import COMPLETED, create_run_dir, lock_run, write_status
+from textclf_cli.runs.folders import COMPLETED, create_run_dir, lock_run, write_status
+from textclf_cli.runs.leftovers import ORPHAN_AGE_S, remove_data_leftovers
+from textclf_cli.runs.prune import prune_runs
 
 
 def touch(path: Path, age_s: float = 0) -> Path:

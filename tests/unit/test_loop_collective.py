@@ -7,9 +7,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from textclf_cli.distributed import SingleProcess
 from textclf_cli.errors import RunError
-from textclf_cli.loop import NonFiniteLoss, StopRequested, check_batch, cuda_oom_hint
+from textclf_cli.training.distributed import SingleProcess
+from textclf_cli.training.loop import check_batch, cuda_oom_hint
+from textclf_cli.training.state import NonFiniteLoss, StopRequested
 
 
 class FakeRanks:

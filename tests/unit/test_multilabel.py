@@ -11,12 +11,12 @@ import torch
 from sklearn.metrics import f1_score
 
 from textclf_cli.data.sources import label_set, read_table
+from textclf_cli.data.splits import carve_valid, label_targets
 from textclf_cli.errors import DataError
-from textclf_cli.loop import count_correct
 from textclf_cli.metrics import multilabel_metrics
-from textclf_cli.multilabel import bce_loss, best_f1_threshold, decide, sigmoid, thresholds_for
-from textclf_cli.optim import build_multilabel_loss
-from textclf_cli.prepare import carve_valid, label_targets
+from textclf_cli.serving.multilabel import bce_loss, best_f1_threshold, decide, sigmoid, thresholds_for
+from textclf_cli.training.loop import count_correct
+from textclf_cli.training.optim import build_multilabel_loss
 
 
 @pytest.mark.parametrize(("value", "expected"), [

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from textclf_cli.auto import MAX_AUTO_BUCKETS, MIN_AUTO_BUCKETS, auto_buckets
 from textclf_cli.config import validate_config
 from textclf_cli.errors import ConfigError
-from textclf_cli.models import build_model, param_groups
+from textclf_cli.models.build import build_model, param_groups
 from textclf_cli.models.ensemble import Ensemble
 from textclf_cli.models.ngram import NgramLogReg
+from textclf_cli.training.auto import MAX_AUTO_BUCKETS, MIN_AUTO_BUCKETS, auto_buckets
 
 
 def batch(texts: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:

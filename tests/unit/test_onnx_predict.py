@@ -7,7 +7,7 @@ import numpy as np
 from textclf_cli.data.loader import collate
 from textclf_cli.data.prepared import EncodedSplit
 from textclf_cli.data.vocab import PAD_ID
-from textclf_cli.onnx_predict import is_onnx_target, padded_batch
+from textclf_cli.serving.onnx import is_onnx_target, padded_batch
 
 
 def test_onnx_targets() -> None:

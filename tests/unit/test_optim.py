@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from textclf_cli.config import TrainConfig
-from textclf_cli.optim import build_scheduler
+from textclf_cli.training.optim import build_scheduler
 
 BASE_LR, EPOCHS, BATCHES_PER_EPOCH = 0.1, 2, 5  # 10 optimizer steps in all
 

@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 
 from tests.conftest import tiny_config, tiny_examples, write_table
-from textclf_cli import prepare as prepare_module
 from textclf_cli.config import Config, load_config
+from textclf_cli.data import splits as splits_module
 from textclf_cli.data.sources import LabelledTexts
+from textclf_cli.data.splits import carve_valid, fingerprint
 from textclf_cli.errors import DataError
-from textclf_cli.prepare import carve_valid, fingerprint, prepare
+from textclf_cli.prepare import prepare, tokenizer_settings
 
 
 @pytest.fixture
@@ -77,7 +78,7 @@ def test_unchanged_config_reuses_the_prepared_folder(config_path: Path, monkeypa
     def no_tokenizing(*args, **kwargs):
         raise AssertionError("tokenized again")
 
-    monkeypatch.setattr(prepare_module, "count_chunk", no_tokenizing)
+    monkeypatch.setattr(splits_module, "count_chunk", no_tokenizing)
     again = prepare(config_with(config_path, "train.lr=0.5", "vocab.max_length=9"))
     assert again.root == first.root
     assert again.vocab == first.vocab and again.labels == first.labels
@@ -161,7 +162,7 @@ def reference_prepare(config: Config) -> dict[str, tuple[np.ndarray, np.ndarray,
     train = read_table(data.train, "csv", "text", "label")
     splits = dict(zip(("train", "valid"), carve_valid(train, data.valid_fraction, config.seed)))
     splits["test"] = read_table(data.test, "csv", "text", "label")
-    tokenizer = Tokenizer(prepare_module.tokenizer_settings(config))
+    tokenizer = Tokenizer(tokenizer_settings(config))
     tokens = {name: [tokenizer(text) for text in split.texts] for name, split in splits.items()}
     vocab = build_vocab(tokens["train"], config.vocab.max_size, config.vocab.min_freq)
     labels = sorted(set(splits["train"].labels))
@@ -308,8 +309,8 @@ def test_prepare_hashes_each_input_file_once(tmp_path: Path, monkeypatch: pytest
     config_path = tiny_config(tmp_path, n_train=40, n_test=10, vocab={"min_freq": "auto"})
     prepare(config_with(config_path))
     hashed: list[Path] = []
-    real_sha = prepare_module.sha256_of
-    monkeypatch.setattr(prepare_module, "sha256_of", lambda path: hashed.append(path) or real_sha(path))
+    real_sha = splits_module.sha256_of
+    monkeypatch.setattr(splits_module, "sha256_of", lambda path: hashed.append(path) or real_sha(path))
     config = config_with(config_path, "vocab.min_freq=1")
     prepare(config)
     assert sorted(hashed) == sorted([config.data.train, config.data.test])

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from textclf_cli import files, runs
+from textclf_cli import files
 from textclf_cli.errors import ConfigError, RunError
-from textclf_cli.prune import prune_runs
-from textclf_cli.runs import (
+from textclf_cli.runs import folders as runs
+from textclf_cli.runs.folders import (
     DAMAGED,
     NOT_A_RUN,
     create_run_dir,
@@ -30,6 +30,7 @@ from textclf_cli.runs import (
     update_latest,
     write_status,
 )
+from textclf_cli.runs.prune import prune_runs
 
 
 def test_run_order_sorts_numeric_suffixes_as_numbers():
@@ -162,7 +163,7 @@ def test_a_file_system_that_cannot_lock_is_one_clear_error(tmp_path: Path, monke
 
 def test_a_status_json_that_is_not_an_object_is_a_damaged_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     warnings: list[str] = []  # the textclf logger, once a CLI test has set it up, does not propagate to caplog
-    monkeypatch.setattr("textclf_cli.runs.log.warning", warnings.append)
+    monkeypatch.setattr("textclf_cli.runs.folders.log.warning", warnings.append)
     experiment = tmp_path / "exp"
     damaged = experiment / "20200101-000000"
     damaged.mkdir(parents=True)

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from textclf_cli import search_space as spaces
 from textclf_cli.config import TuneRange, config_to_dict, load_config
 from textclf_cli.errors import ConfigError
 from textclf_cli.tune import parse_duration
+from textclf_cli.tuning import space as spaces
 
 
 def write_config(tmp_path: Path, tune: object = None, **sections: object) -> Path:

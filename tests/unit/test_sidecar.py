@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from textclf_cli.errors import RunError
-from textclf_cli.sidecar import REQUIRED_KEYS, SIDECAR_FORMAT, SIDECAR_VERSION, read_sidecar, sidecar_path
+from textclf_cli.serving.sidecar import REQUIRED_KEYS, SIDECAR_FORMAT, SIDECAR_VERSION, read_sidecar, sidecar_path
 
 
 def test_sidecar_sits_beside_its_model() -> None:

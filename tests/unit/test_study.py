@@ -6,7 +6,7 @@ from pathlib import Path
 
 from tests.conftest import tiny_config
 from textclf_cli.config import load_config
-from textclf_cli.study import open_study
+from textclf_cli.tuning.study import open_study
 
 
 def test_the_study_database_stays_in_a_folder_whose_path_has_a_question_mark(tmp_path: Path) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from textclf_cli.tensorboard_log import flatten, scalar_tag
+from textclf_cli.training.tensorboard_log import flatten, scalar_tag
 
 
 def test_history_columns_become_grouped_tags() -> None:

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from textclf_cli.models.init import init_embedding
+from textclf_cli.models.embedding_init import init_embedding
 from textclf_cli.models.word_dropout import WordDropout
 
 

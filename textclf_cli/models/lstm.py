@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from textclf_cli.models.init import init_embedding
+from textclf_cli.models.embedding_init import init_embedding
 from textclf_cli.models.word_dropout import WordDropout
 
 

@@ -13,7 +13,7 @@ from textclf_cli.config import TrainConfig
 
 
 def build_optimizer(model: nn.Module, train: TrainConfig) -> torch.optim.Optimizer:
-    from textclf_cli.models import param_groups
+    from textclf_cli.models.build import param_groups
 
     params = param_groups(model, train.lr, train.weight_decay)
     if train.optimizer == "sgd":

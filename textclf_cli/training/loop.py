@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import math
-import signal
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -16,108 +13,10 @@ from torch import nn
 
 from textclf_cli.console import EpochProgress, log
 from textclf_cli.data.loader import batch_indices, clipped_lengths, collate
-from textclf_cli.data.prepared import EncodedSplit
 from textclf_cli.errors import RunError
 from textclf_cli.metrics import is_better
-from textclf_cli.validation import validate
-
-if TYPE_CHECKING:
-    from textclf_cli.distributed import Processes
-
-
-class StopRequested(Exception):
-    """Raised between batches after Ctrl-C / SIGTERM, so the caller can save and exit 130."""
-
-
-class NonFiniteLoss(RunError):
-    """The training loss became NaN or infinite; under DDP every rank raises it at the same batch."""
-
-
-@dataclass
-class LoopSettings:
-    epochs: int
-    batch_size: int
-    eval_batch_size: int
-    max_length: int
-    truncate: str
-    min_width: int
-    seed: int
-    chunk_batches: int
-    grad_clip: float | None
-    monitor: str
-    patience: int | None
-    labels: list[str]
-    task: str = "multiclass"  # or multilabel: sigmoid outputs, decided by thresholds
-    threshold: float | str = 0.5  # multilabel: one threshold for every label, or "per_label" (tuned each epoch)
-    members_stop_apart: bool = True  # an ensemble's members stop one by one (validation.py); off under DDP
-
-
-@dataclass
-class TrainState:
-    """Everything besides weights and optimizer that a resumed run needs."""
-
-    epoch: int = 0  # last completed epoch
-    best_metric: float | None = None
-    best_epoch: int = 0
-    epochs_without_improvement: int = 0
-    history: list[dict[str, float]] = field(default_factory=list)
-    thresholds: list[float] | None = None  # multilabel: the last epoch's decision threshold per label
-    member_best: list[dict[str, float] | None] | None = None  # ensemble: each member's best metric and loss
-    member_best_epoch: list[int] | None = None
-    member_epochs_without_improvement: list[int] | None = None
-    members_stopped: list[bool] | None = None  # ensemble: the members whose training has ended
-    best_member_epochs: list[int] | None = None  # epochs of training behind each member's weights in best.pt
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass
-class Trainer:
-    """The moving parts of one training run (built by train.py, driven by fit())."""
-
-    model: nn.Module
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler | None
-    loss_fn: nn.Module
-    device: torch.device
-    amp: Any  # precision.AmpSettings
-    train_split: EncodedSplit
-    valid_split: EncodedSplit
-    settings: LoopSettings
-    stop: SignalGuard
-    processes: Processes  # one plain process or this rank of a torchrun launch
-    plain_model: nn.Module  # the model without compile/DDP wrappers (what checkpoints save)
-    stopped_member_logits: dict[int, np.ndarray] = field(default_factory=dict)  # ensemble: scored once, then kept
-    member_best_weights: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)  # ensemble, while training
-
-
-class SignalGuard:
-    """First Ctrl-C / SIGTERM asks the loop to stop after the current batch; a second one exits at once."""
-
-    def __init__(self) -> None:
-        self.requested: str | None = None
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> SignalGuard:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                self._previous[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread (e.g. under a test runner thread)
-                pass
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested:
-            import os
-
-            os._exit(130)
-        self.requested = signal.Signals(signum).name
-        log.warning(f"{self.requested} received: stopping after this batch (send it again to quit at once)")
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
+from textclf_cli.training.scoring import validate
+from textclf_cli.training.state import LoopSettings, NonFiniteLoss, StopRequested, Trainer, TrainState
 
 
 def fit(trainer: Trainer, state: TrainState, on_epoch_end: Callable[[TrainState, bool], None]) -> TrainState:

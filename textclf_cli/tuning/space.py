@@ -8,66 +8,17 @@ import json
 from typing import Any
 
 from textclf_cli.config import Config, TuneRange, tune_target, value_kind
+from textclf_cli.models.families import default_space
 
-
-def _range(low: float, high: float, log: bool = False) -> TuneRange:
-    return TuneRange(low=low, high=high, log=log)
-
-
-def _choices(*options: Any) -> TuneRange:
-    return TuneRange(choices=list(options))
-
-
-# Ranges around what trains well on IMDb-sized data; each family's own capacity knobs plus lr, batch size and
-# vocab.min_freq (the one key here that re-prepares the data: three cached variants at most).
-COMMON_SPACE = {
-    "train.lr": _range(3e-4, 1e-2, log=True),
-    "train.batch_size": _choices(16, 32, 64, 128),
-    "vocab.min_freq": _choices(1, 2, 3),
-}
-DEFAULT_SPACES: dict[str, dict[str, TuneRange]] = {
-    "cnn": {
-        **COMMON_SPACE,
-        "model.embedding_dim": _choices(64, 128, 200),
-        "model.num_filters": _choices(64, 100, 150),
-        "model.filter_sizes": _choices([3, 4, 5], [2, 3, 4], [1, 2, 3, 4, 5], [3, 5, 7]),
-        "model.pooling": _choices("max", "max_mean"),
-        "model.dropout": _range(0.1, 0.7),
-        "model.word_dropout": _range(0.0, 0.3),
-    },
-    "lstm": {
-        **COMMON_SPACE,
-        "model.embedding_dim": _choices(64, 128, 200),
-        "model.hidden_size": _choices(64, 128, 256),
-        "model.num_layers": _choices(1, 2),
-        "model.pooling": _choices("last", "max", "mean", "max_mean"),
-        "model.dropout": _range(0.0, 0.6),
-        "model.word_dropout": _range(0.0, 0.3),
-    },
-    "bag": {
-        **COMMON_SPACE,
-        "model.embedding_dim": _choices(16, 32, 64, 100),
-        "model.ngrams": _choices(1, 2, 3),
-        "model.dropout": _range(0.0, 0.5),
-    },
-    "ngram": {  # the n-gram model has its own step size; train.lr does not reach it
-        "train.batch_size": _choices(16, 32, 64, 128),
-        "vocab.min_freq": _choices(1, 2, 3),
-        "model.ngrams": _choices(1, 2, 3),
-        "model.chars": _choices(0, 3, 5),
-        "model.lr": _range(1e-3, 5e-2, log=True),
-        "model.l2": _range(1e-2, 10.0, log=True),
-    },
-}
 # fastText-style lr for the optimizers that sparse bags use; Adam wants the common range
-PLAIN_SGD_LR = _range(1e-2, 1.0, log=True)
+PLAIN_SGD_LR = TuneRange(low=1e-2, high=1.0, log=True)
 
 
 def search_space(config: Config) -> dict[str, TuneRange]:
     """The config's `tune:` section, or the default space of its model family."""
     if config.tune:
         return dict(config.tune)
-    space = dict(DEFAULT_SPACES[config.model.type])
+    space = default_space(config.model.type)
     if config.train.optimizer in ("sgd", "adagrad"):
         space["train.lr"] = PLAIN_SGD_LR
     if getattr(config.model, "pretrained_embeddings", None) is not None:  # the vectors fix the embedding size

@@ -10,9 +10,7 @@ from pathlib import Path
 from textclf_cli import files
 from textclf_cli.console import log
 from textclf_cli.errors import RunError
-from textclf_cli.leftovers import remove_run_leftovers
-from textclf_cli.run_listing import experiment_dirs, is_experiment_dir
-from textclf_cli.runs import (
+from textclf_cli.runs.folders import (
     COMPLETED,
     FAILED,
     INTERRUPTED,
@@ -24,6 +22,8 @@ from textclf_cli.runs import (
     run_folders,
     try_lock_run,
 )
+from textclf_cli.runs.leftovers import remove_run_leftovers
+from textclf_cli.runs.listing import experiment_dirs, is_experiment_dir
 
 PRUNABLE = {COMPLETED, FAILED, INTERRUPTED, STALE}
 DELETING_PREFIX = ".deleting-"

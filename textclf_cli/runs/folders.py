@@ -14,8 +14,8 @@ from textclf_cli import files
 from textclf_cli.atomic import symlink_atomic, write_json_atomic
 from textclf_cli.console import log
 from textclf_cli.errors import ConfigError, RunError
-from textclf_cli.locks import flock, open_lock_file, same_file
 from textclf_cli.metrics import is_better
+from textclf_cli.runs.locks import flock, open_lock_file, same_file
 
 RUNNING, COMPLETED, FAILED, INTERRUPTED = "running", "completed", "failed", "interrupted"
 STALE = "stale"  # said `running`, but no process holds the run's lock any more (SIGKILL, power cut)

@@ -16,14 +16,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from textclf_cli.checkpoint import weights_copy
 from textclf_cli.console import log
 from textclf_cli.data.prepared import EncodedSplit
-from textclf_cli.inference import model_logits
 from textclf_cli.metrics import classification_metrics, is_better, multilabel_metrics
+from textclf_cli.serving.inference import model_logits
+from textclf_cli.training.resume import weights_copy
 
 if TYPE_CHECKING:
-    from textclf_cli.loop import LoopSettings, Trainer, TrainState
+    from textclf_cli.training.state import LoopSettings, Trainer, TrainState
 
 
 def validate(trainer: Trainer, state: TrainState) -> dict[str, Any]:
@@ -55,7 +55,7 @@ def logit_metrics(logits: np.ndarray, trainer: Trainer) -> dict[str, Any]:
 
 def multilabel_logit_metrics(logits: np.ndarray, targets: np.ndarray, settings: LoopSettings) -> dict[str, Any]:
     """BCE loss, subset accuracy, macro and micro F1 at this epoch's thresholds (tuned here when per_label)."""
-    from textclf_cli.multilabel import bce_loss, decide, sigmoid, thresholds_for
+    from textclf_cli.serving.multilabel import bce_loss, decide, sigmoid, thresholds_for
 
     probabilities = sigmoid(logits)
     thresholds = thresholds_for(settings.threshold, probabilities, targets)

@@ -12,7 +12,7 @@ from typing import Any
 
 from textclf_cli import files
 from textclf_cli.errors import RunError
-from textclf_cli.runs import (
+from textclf_cli.runs.folders import (
     DAMAGED,
     RUNNING,
     STALE,

@@ -8,7 +8,7 @@ from torch import nn
 
 from textclf_cli.data.loader import batch_indices, clipped_lengths, collate
 from textclf_cli.data.prepared import EncodedSplit
-from textclf_cli.models import min_width
+from textclf_cli.models.build import min_width
 
 
 def log_probabilities(

@@ -11,13 +11,11 @@ from typing import Any
 import yaml
 
 from textclf_cli import files
-from textclf_cli import search_space as spaces
 from textclf_cli.atomic import write_text_atomic
 from textclf_cli.config import Config, TuneRange, config_to_dict, flat_differences, load_config, with_absolute_paths
 from textclf_cli.console import log
 from textclf_cli.errors import ConfigError, RunError
-from textclf_cli.prune import delete_run, remove_leftovers
-from textclf_cli.runs import (
+from textclf_cli.runs.folders import (
     COMPLETED,
     RUNNING,
     experiment_lock,
@@ -27,6 +25,8 @@ from textclf_cli.runs import (
     read_status,
     run_folders,
 )
+from textclf_cli.runs.prune import delete_run, remove_leftovers
+from textclf_cli.tuning import space as spaces
 
 STUDY_NAME = "textclf"
 STARTUP_TRIALS = 5  # random trials (after the config as written) before TPE models the space
@@ -151,7 +151,6 @@ def pid_alive(pid: Any) -> bool:
     except (PermissionError, ValueError, TypeError, OverflowError):
         return True  # someone else's process, or a pid we cannot judge: leave it alone
     return True
-
 
 
 # ---------------------------------------------------------------------------------------------------------

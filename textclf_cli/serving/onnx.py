@@ -18,8 +18,8 @@ from textclf_cli.data.text import TokenizerSettings
 from textclf_cli.data.vocab import PAD_ID
 from textclf_cli.errors import ConfigError, RunError
 from textclf_cli.files import EXPORT_DIR, EXPORT_ONNX
-from textclf_cli.predict import Scorer, few_texts
-from textclf_cli.sidecar import EXTRAS_HINT, checkpoint_stat, read_sidecar, sidecar_path
+from textclf_cli.serving.scoring import Scorer, few_texts
+from textclf_cli.serving.sidecar import EXTRAS_HINT, checkpoint_stat, read_sidecar, sidecar_path
 
 EXPORT_AGAIN = "re-run `textclf export RUN --format onnx`"
 TRUNCATIONS = ("head", "tail", "head_tail")

@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 
 from textclf_cli.atomic import write_atomic, write_text_atomic
-from textclf_cli.search_space import decode_params
+from textclf_cli.tuning.space import decode_params
 
 FIXED_COLUMNS = ["number", "state", "value", "seconds"]
 

@@ -21,21 +21,22 @@ import numpy as np
 import torch
 
 from textclf_cli import files
-from textclf_cli.checkpoint import load_checkpoint, new_checkpoint, save_checkpoint
 from textclf_cli.console import log
 from textclf_cli.data.prepared import EncodedSplit, PreparedData
-from textclf_cli.loop import SignalGuard, TrainState, train_one_epoch
+from textclf_cli.runs.checkpoint import load_checkpoint, new_checkpoint, save_checkpoint
+from textclf_cli.training.loop import train_one_epoch
+from textclf_cli.training.state import SignalGuard, TrainState
 
 if TYPE_CHECKING:
     from textclf_cli.config import Config
-    from textclf_cli.distributed import Processes
+    from textclf_cli.training.distributed import Processes
 
 
 def refit(run_dir: Path, config: Config, data: PreparedData, amp: Any, processes: Processes,
           selection: TrainState, guard: SignalGuard) -> dict[str, Any]:
     """Train a fresh model on train + valid for the epochs `selection` chose; on rank 0 move the selection's
     best.pt to selected.pt and write the refitted model as best.pt. Returns what status.json records."""
-    from textclf_cli.train import build_trainer  # train.py calls this module
+    from textclf_cli.training.build import build_trainer
 
     epochs = selection.best_member_epochs or [selection.best_epoch]
     whole = with_valid_in_train(data)

@@ -1,0 +1,168 @@
+"""Write docs/reference/config.md from the pydantic schema and docs/reference/cli.md from the Typer app.
+
+    python scripts/gen_reference.py           # rewrite both pages
+    python scripts/gen_reference.py --check   # exit 1 when a page is out of date (a test runs this)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticUndefined
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG_PAGE = ROOT / "docs" / "reference" / "config.md"
+CLI_PAGE = ROOT / "docs" / "reference" / "cli.md"
+
+CONFIG_INTRO = """# Config reference
+
+A config is YAML. Every key below except `experiment` and `data.train` has a default. Unknown keys, wrong types
+and impossible values are refused before any work starts, one line per problem naming the file and the key
+path (with a "did you mean" for typos), exit code 2. Paths are relative to the current directory, not to the
+config file. `--set key.path=value` overrides a key (the value is parsed as YAML). `textclf train` writes the
+fully resolved config, every `auto` replaced by the value chosen, to the run's `config.yaml`.
+
+This page is generated from the schema in `textclf_cli/config.py` by `python scripts/gen_reference.py`.
+"""
+
+
+def section_models() -> list[tuple[str, str, type[BaseModel]]]:
+    """(heading, key prefix, pydantic model) for every table of the reference, in reading order."""
+    from textclf_cli import config
+
+    families = [(f"`model` with `type: {name}`", "model", cls) for name, cls in config.MODEL_CLASSES.items()]
+    return [
+        ("Top level", "", config.Config),
+        ("`data`", "data", config.DataConfig),
+        ("`tokenizer`", "tokenizer", config.TokenizerConfig),
+        ("`vocab`", "vocab", config.VocabConfig),
+        *families,
+        ("`model.ensemble` (the n-gram member beside a `cnn` or `lstm` network)", "model.ensemble",
+         config.NgramConfig),
+        ("`train`", "train", config.TrainConfig),
+        ("`output`", "output", config.OutputConfig),
+        ("`tune` (one searched key of `textclf tune`)", "tune.SECTION.KEY", config.TuneRange),
+    ]
+
+
+def is_section(info: FieldInfo) -> bool:
+    """A field that is a whole section (documented in its own table) rather than a setting."""
+    members = [arg for arg in _union_members(info.annotation) if arg is not type(None)]
+    return any(isinstance(arg, type) and issubclass(arg, BaseModel) for arg in members) or any(
+        typing.get_origin(arg) is typing.Annotated for arg in members)
+
+
+def _union_members(annotation: Any) -> list[Any]:
+    if typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return [member for arg in typing.get_args(annotation) for member in _union_members(arg)]
+    return [annotation]
+
+
+def type_name(annotation: Any) -> str:
+    names = []
+    for member in _union_members(annotation):
+        if member is type(None):
+            names.append("null")
+        elif typing.get_origin(member) is Literal:
+            names.append(" \\| ".join(f"`{value}`" for value in typing.get_args(member)))
+        elif typing.get_origin(member) in (list, dict):
+            names.append(typing.get_origin(member).__name__)
+        elif isinstance(member, type) and issubclass(member, BaseModel):
+            names.append("section")
+        else:
+            names.append(getattr(member, "__name__", str(member)).replace("PosixPath", "Path"))
+    return " \\| ".join(names)
+
+
+def bounds(info: FieldInfo) -> str:
+    """The numeric and length constraints of a field, its own and those of Annotated union members."""
+    found = list(info.metadata)
+    for member in typing.get_args(info.annotation):
+        if typing.get_origin(member) is typing.Annotated:
+            found += [m for arg in typing.get_args(member)[1:] for m in getattr(arg, "metadata", [arg])]
+    words = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<", "min_length": "length >=", "max_length": "length <=",
+             "pattern": "matches"}
+    parts = []
+    for item in found:
+        for attribute, word in words.items():
+            value = getattr(item, attribute, None)
+            if value is not None:
+                parts.append(f"{word} `{value}`")
+    return ", ".join(dict.fromkeys(parts))
+
+
+def default_text(info: FieldInfo) -> str:
+    if info.is_required():
+        return "required"
+    value = info.default_factory() if info.default_factory is not None else info.default
+    if isinstance(value, BaseModel):
+        return f"`type: {value.type}`" if hasattr(value, "type") else "(section)"
+    if value is PydanticUndefined:
+        return ""
+    if value is None or isinstance(value, bool):
+        value = {None: "null", True: "true", False: "false"}[value]
+    return f"`{value}`".replace("|", "\\|")
+
+
+def config_reference() -> str:
+    lines = [CONFIG_INTRO]
+    for heading, prefix, model in section_models():
+        lines += ["", f"## {heading}", ""]
+        if model.__doc__ and prefix and not model.__doc__.startswith(model.__name__ + "("):
+            lines += [" ".join(model.__doc__.split()), ""]
+        lines += ["| key | type | default | allowed | description |", "|---|---|---|---|---|"]
+        for name, info in model.model_fields.items():
+            if is_section(info) and name != "ensemble":
+                continue
+            key = f"{prefix}.{name}" if prefix else name
+            description = " ".join((info.description or "").split()).replace("|", "\\|")
+            lines.append(f"| `{key}` | {type_name(info.annotation)} | {default_text(info)} | {bounds(info)} | "
+                         f"{description} |")
+    return "\n".join(lines) + "\n"
+
+
+def cli_reference() -> str:
+    import typer
+    from typer.cli import get_docs_for_click
+
+    from textclf_cli.cli import app
+
+    command = typer.main.get_command(app)
+    body = get_docs_for_click(obj=command, ctx=typer.Context(command), name="textclf", title="CLI reference")
+    note = "\nThis page is generated from the Typer app in `textclf_cli/cli.py` by `python scripts/gen_reference.py`.\n"
+    head, _, rest = body.partition("\n")
+    return head + "\n" + note + rest.rstrip() + "\n"
+
+
+def pages() -> dict[Path, str]:
+    return {CONFIG_PAGE: config_reference(), CLI_PAGE: cli_reference()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 when a page is out of date")
+    args = parser.parse_args(argv)
+    stale = []
+    for path, content in pages().items():
+        if args.check:
+            if not path.is_file() or path.read_text(encoding="utf-8") != content:
+                stale.append(path)
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content, encoding="utf-8")
+    for path in stale:
+        print(f"{path.relative_to(ROOT)} is out of date: run python scripts/gen_reference.py", file=sys.stderr)
+    return 1 if stale else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Run folders: their names, status and links, listing and pruning, and the checkpoint format."""

@@ -1,0 +1,1 @@
+"""textclf tune's machinery: the Optuna study, search spaces, the report and worker processes."""
