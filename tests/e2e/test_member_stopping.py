@@ -50,7 +50,8 @@ def test_a_stopped_member_keeps_its_best_weights_while_the_other_trains_on(confi
     log = (run_dir / "train.log").read_text(encoding="utf-8")
     assert "ensemble member network stopped improving: back to its weights of epoch 1" in log
     assert "ngram stopped" not in log
-    assert load_checkpoint(run_dir / "checkpoints/last.pt")["training"]["state"]["members_stopped"] == [True, False]
+    members = load_checkpoint(run_dir / "checkpoints/last.pt")["training"]["state"]["members"]
+    assert [member["stopped"] for member in members] == [True, False]
 
 
 def test_the_run_ends_when_every_member_has_stopped(config: Path, monkeypatch) -> None:

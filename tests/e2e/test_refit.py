@@ -53,7 +53,7 @@ def test_auto_refits_when_validation_is_carved_from_train_and_keeps_the_selected
     resolved = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
     assert resolved["train"]["refit"] is True  # the run records what auto chose
 
-    chosen = last["training"]["state"]["best_member_epochs"]
+    chosen = [member["epochs_in_best"] for member in last["training"]["state"]["members"]]
     assert best["refit"]["epochs"] == dict(zip(["network", "ngram"], chosen))
     assert best["refit"]["texts"] == N_TRAIN and "refit" not in selected
     assert status(run_dir)["refit"] == best["refit"]
@@ -92,11 +92,12 @@ def test_each_member_trains_for_its_own_chosen_epochs(tmp_path: Path, monkeypatc
         trained_members.append([not stopped for stopped in trainer.plain_model.stopped])
         return real_epoch(trainer, epoch)
 
-    def chosen_apart(model, state):
-        return [1, 3]  # the network's best weights from epoch 1, the n-gram model's from epoch 3
+    def chosen_apart(state):  # the network's best weights from epoch 1, the n-gram model's from epoch 3
+        for member, epochs in zip(state.members, [1, 3]):
+            member.epochs_in_best = epochs
 
     monkeypatch.setattr(refit_module, "train_one_epoch", recording_epoch)
-    monkeypatch.setattr("textclf_cli.training.loop.epochs_behind_weights", chosen_apart)
+    monkeypatch.setattr("textclf_cli.training.loop.record_epochs_in_best", chosen_apart)
     run_dir = train(tiny_config(tmp_path, train={"epochs": 3, "refit": True}))
     assert checkpoints(run_dir)["best"]["refit"]["epochs"] == {"network": 1, "ngram": 3}
     assert trained_members == [[True, True], [False, True], [False, True]]

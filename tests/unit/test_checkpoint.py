@@ -189,7 +189,7 @@ def test_resuming_optimizer_state_of_another_shape_is_refused(tmp_path: Path, mo
     optimizer = torch.optim.Adam(model.parameters())
     optimizer.param_groups = optimizer.param_groups[:1]
     optimizer.param_groups[0]["params"] = optimizer.param_groups[0]["params"][:2]
-    trainer = SimpleNamespace(optimizer=optimizer, scheduler=None, plain_model=model, member_best_weights={})
+    trainer = SimpleNamespace(optimizer=optimizer, scheduler=None, plain_model=model, ensemble=None)
     checkpoint = {"training": {"optimizer": old.state_dict(), "scheduler": None, "scaler": None}}
     with pytest.raises(RunError, match=r"last\.pt: its optimizer state does not fit the model .*start a new run"):
         restore_training_state(trainer, checkpoint, tmp_path)

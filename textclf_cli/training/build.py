@@ -23,7 +23,7 @@ from textclf_cli.runs.checkpoint import (
 from textclf_cli.training.distributed import Processes
 from textclf_cli.training.optim import build_loss, build_multilabel_loss, build_optimizer, build_scheduler
 from textclf_cli.training.resume import load_resumed_weights, restore_training_state
-from textclf_cli.training.state import LoopSettings, SignalGuard, Trainer, TrainState
+from textclf_cli.training.state import EnsembleRun, LoopSettings, MemberState, SignalGuard, Trainer, TrainState
 
 
 def build_trainer(config: Config, data: PreparedData, amp: Any, resume_dir: Path | None,
@@ -57,9 +57,11 @@ def build_trainer(config: Config, data: PreparedData, amp: Any, resume_dir: Path
         monitor=config.train.monitor, patience=config.train.early_stopping_patience, labels=data.labels,
         task=config.task, threshold=config.train.threshold, members_stop_apart=processes.world_size == 1,
     )
+    members = getattr(model, "members", None)
     trainer = Trainer(loop_model, optimizer, scheduler, loss_fn, device, amp, data.splits["train"],
-                      data.splits["valid"], settings, SignalGuard(), processes, plain_model=model)
-    state = TrainState()
+                      data.splits["valid"], settings, SignalGuard(), processes, plain_model=model,
+                      ensemble=EnsembleRun() if members else None)
+    state = TrainState(members=[MemberState() for _ in members] if members else None)
     if resumed is not None:
         state = restore_training_state(trainer, resumed, resume_dir)
         log.info(f"resuming {resume_dir} after epoch {state.epoch}")

@@ -22,10 +22,10 @@ from textclf_cli.training.state import LoopSettings, NonFiniteLoss, StopRequeste
 def fit(trainer: Trainer, state: TrainState, on_epoch_end: Callable[[TrainState, bool], None]) -> TrainState:
     """Run epochs state.epoch+1 .. epochs; on_epoch_end(state, improved) saves files after each one."""
     settings, model = trainer.settings, trainer.plain_model
-    if state.members_stopped is not None:  # a resumed ensemble: members that had stopped stay stopped
-        model.stopped[:] = state.members_stopped
+    if state.members is not None:  # a resumed ensemble: members that had stopped stay stopped
+        model.stopped[:] = [member.stopped for member in state.members]
     for epoch in range(state.epoch + 1, settings.epochs + 1):
-        if every_member_stopped(state) or out_of_patience(state, settings):  # a resumed run that had stopped early
+        if state.every_member_stopped() or out_of_patience(state, settings):  # a resumed run that had stopped early
             break
         clock = time.perf_counter()
         if trainer.device.type == "cuda":
@@ -56,7 +56,7 @@ def fit(trainer: Trainer, state: TrainState, on_epoch_end: Callable[[TrainState,
         improved = is_better(settings.monitor, value, state.best_metric)
         if improved:
             state.best_metric, state.best_epoch, state.epochs_without_improvement = value, epoch, 0
-            state.best_member_epochs = epochs_behind_weights(model, state)
+            record_epochs_in_best(state)
         elif valid.get("member_improved"):  # an ensemble member still learning: not an epoch without improvement
             state.epochs_without_improvement = 0
         else:
@@ -71,7 +71,7 @@ def fit(trainer: Trainer, state: TrainState, on_epoch_end: Callable[[TrainState,
             f"{extra} ({row['seconds']:.1f}s{gpu_memory_note(row)}{', best' if improved else ''})"
         )
         on_epoch_end(state, improved)
-        if every_member_stopped(state):
+        if state.every_member_stopped():
             log.info("early stopping: every ensemble member has stopped improving")
             break
         if out_of_patience(state, settings):
@@ -91,20 +91,15 @@ def gpu_memory_note(row: dict[str, float]) -> str:
     return f", {row['gpu_memory_mb']:,.0f} MB GPU" if "gpu_memory_mb" in row else ""
 
 
-def every_member_stopped(state: TrainState) -> bool:
-    return bool(state.members_stopped) and all(state.members_stopped)
-
-
 def out_of_patience(state: TrainState, settings: LoopSettings) -> bool:
     return bool(settings.patience) and state.epochs_without_improvement >= settings.patience
 
 
-def epochs_behind_weights(model: nn.Module, state: TrainState) -> list[int]:
-    """How many epochs trained each member's current weights (one entry for a single model): a stopped
-    ensemble member went back to its best epoch's weights. The refit on train + valid trains that long."""
-    stopped = getattr(model, "stopped", [False])
-    return [state.member_best_epoch[index] if is_stopped and state.member_best_epoch else state.epoch
-            for index, is_stopped in enumerate(stopped)]
+def record_epochs_in_best(state: TrainState) -> None:
+    """A new best epoch: how many epochs trained each member's weights now saved as best.pt (a stopped member
+    went back to its own best epoch's weights). The refit on train + valid trains each that long."""
+    for member in state.members or []:
+        member.epochs_in_best = member.best_epoch if member.stopped else state.epoch
 
 
 def train_one_epoch(trainer: Trainer, epoch: int) -> tuple[float, float]:

@@ -38,7 +38,7 @@ def refit(run_dir: Path, config: Config, data: PreparedData, amp: Any, processes
     best.pt to selected.pt and write the refitted model as best.pt. Returns what status.json records."""
     from textclf_cli.training.build import build_trainer
 
-    epochs = selection.best_member_epochs or [selection.best_epoch]
+    epochs = selection.epochs_in_best()
     whole = with_valid_in_train(data)
     trainer, _, meta = build_trainer(config, whole, amp, None, processes)
     trainer.stop = guard  # the selection's: one Ctrl-C stops either phase

@@ -23,9 +23,8 @@ def last_checkpoint(trainer: Trainer, state: TrainState, meta: CheckpointMeta) -
         "torch_rng": torch.get_rng_state(),
         "state": state.to_dict(),
         # ensemble members that have not improved lately: their best weights differ from the current ones
-        "member_best_weights": {str(index): weights for index, weights in trainer.member_best_weights.items()
-                                if state.member_epochs_without_improvement
-                                and state.member_epochs_without_improvement[index] > 0},
+        "member_best_weights": {str(index): weights for index, weights in trainer.ensemble.best_weights.items()
+                                if state.members[index].epochs_without_improvement > 0} if trainer.ensemble else {},
     }
     metrics = state.history[-1] if state.history else {}
     return new_checkpoint(trainer.plain_model, meta, epoch=state.epoch, metrics=metrics, training=training,
@@ -52,8 +51,6 @@ def load_resumed_weights(model: nn.Module, checkpoint: dict[str, Any], run_dir: 
 
 def restore_training_state(trainer: Trainer, checkpoint: dict[str, Any], run_dir: Path) -> TrainState:
     """The rest of a run's last.pt (its weights are in already): optimizer, schedule, scaler, RNG and loop state."""
-    from textclf_cli.training.state import TrainState
-
     training = checkpoint["training"]
     trainer.optimizer.load_state_dict(training["optimizer"])
     for parameter, values in trainer.optimizer.state.items():
@@ -65,10 +62,10 @@ def restore_training_state(trainer: Trainer, checkpoint: dict[str, Any], run_dir
     if training.get("scaler"):
         trainer.amp.scaler.load_state_dict(training["scaler"])
     torch.set_rng_state(training["torch_rng"])
-    state = TrainState(**training["state"])
+    state = TrainState.from_dict(training["state"])
     saved = training.get("member_best_weights") or {}
     # each ensemble member still training gets its best weights back: saved when they lagged, else its current ones
     for index, member in enumerate(getattr(trainer.plain_model, "members", [])):
-        if not (state.members_stopped and state.members_stopped[index]):
-            trainer.member_best_weights[index] = saved.get(str(index)) or weights_copy(member)
+        if not state.members[index].stopped:
+            trainer.ensemble.best_weights[index] = saved.get(str(index)) or weights_copy(member)
     return state

@@ -80,8 +80,9 @@ def ensemble_metrics(trainer: Trainer, state: TrainState) -> dict[str, Any]:
     model, settings, device = trainer.plain_model, trainer.settings, trainer.device
     split = validation_shard(trainer)
     member_logits, member_scores, any_improved = [], [], False
+    run = trainer.ensemble
     for index, member in enumerate(model.members):
-        logits = trainer.stopped_member_logits.get(index)
+        logits = run.frozen_logits.get(index)
         if logits is None:
             logits = gathered_logits(trainer, member, split)
         scores = logit_metrics(logits, trainer)
@@ -92,10 +93,11 @@ def ensemble_metrics(trainer: Trainer, state: TrainState) -> dict[str, Any]:
                 logits = gathered_logits(trainer, member, split)
                 scores = logit_metrics(logits, trainer)
         if model.stopped[index]:  # its weights no longer change: score it once
-            trainer.stopped_member_logits[index] = logits
+            run.frozen_logits[index] = logits
         member_logits.append(logits)
         member_scores.append(scores)
-    state.members_stopped = list(model.stopped)
+    for member_state, stopped in zip(state.members, model.stopped):
+        member_state.stopped = stopped
     network, ngram = (torch.from_numpy(logits).to(device) for logits in member_logits)
     targets = torch.as_tensor(np.array(trainer.valid_split.targets), device=device)
     mix = model.fit_mix([network, ngram], targets, trainer.loss_fn, by_accuracy=settings.task != "multilabel")
@@ -109,22 +111,18 @@ def review_member(trainer: Trainer, state: TrainState, index: int, scores: dict[
     """Whether member `index` improved this epoch (then its weights are kept as its best); out of patience
     (train.early_stopping_patience epochs without improving), it goes back to its best weights and stops."""
     model, settings, epoch = trainer.plain_model, trainer.settings, state.epoch + 1
-    members = len(model.members)
-    state.member_best = state.member_best or [None] * members
-    state.member_best_epoch = state.member_best_epoch or [0] * members
-    state.member_epochs_without_improvement = state.member_epochs_without_improvement or [0] * members
-    member = model.members[index]
-    if improved(scores, state.member_best[index], settings.monitor):
-        state.member_best[index] = best_of(scores, state.member_best[index], settings.monitor)
-        state.member_best_epoch[index], state.member_epochs_without_improvement[index] = epoch, 0
-        trainer.member_best_weights[index] = weights_copy(member)
+    member, own = model.members[index], state.members[index]
+    if improved(scores, own.best, settings.monitor):
+        own.best = best_of(scores, own.best, settings.monitor)
+        own.best_epoch, own.epochs_without_improvement = epoch, 0
+        trainer.ensemble.best_weights[index] = weights_copy(member)
         return True
-    state.member_epochs_without_improvement[index] += 1
-    if state.member_epochs_without_improvement[index] >= settings.patience:
-        member.load_state_dict(trainer.member_best_weights.pop(index))
+    own.epochs_without_improvement += 1
+    if own.epochs_without_improvement >= settings.patience:
+        member.load_state_dict(trainer.ensemble.best_weights.pop(index))
         model.stopped[index] = True
         log.info(f"ensemble member {model.member_names[index]} stopped improving: back to its weights of epoch "
-                 f"{state.member_best_epoch[index]}, trained no further")
+                 f"{own.best_epoch}, trained no further")
     return False
 
 

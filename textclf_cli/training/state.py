@@ -44,6 +44,17 @@ class LoopSettings:
 
 
 @dataclass
+class MemberState:
+    """One ensemble member's own early stopping: the members stop one by one (scoring.py)."""
+
+    best: dict[str, float] | None = None  # its best monitored metric and loss so far
+    best_epoch: int = 0
+    epochs_without_improvement: int = 0
+    stopped: bool = False  # its training has ended; its weights are those of best_epoch
+    epochs_in_best: int = 0  # epochs of training behind its weights in best.pt (the refit trains that long)
+
+
+@dataclass
 class TrainState:
     """Everything besides weights and optimizer that a resumed run needs."""
 
@@ -53,14 +64,30 @@ class TrainState:
     epochs_without_improvement: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
     thresholds: list[float] | None = None  # multilabel: the last epoch's decision threshold per label
-    member_best: list[dict[str, float] | None] | None = None  # ensemble: each member's best metric and loss
-    member_best_epoch: list[int] | None = None
-    member_epochs_without_improvement: list[int] | None = None
-    members_stopped: list[bool] | None = None  # ensemble: the members whose training has ended
-    best_member_epochs: list[int] | None = None  # epochs of training behind each member's weights in best.pt
+    members: list[MemberState] | None = None  # an ensemble's members, in model.members order; None for one model
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, saved: dict[str, Any]) -> TrainState:
+        members = saved.get("members")
+        return cls(**{**saved, "members": None if members is None else [MemberState(**m) for m in members]})
+
+    def epochs_in_best(self) -> list[int]:
+        """Epochs of training behind best.pt's weights, per member (one entry for a single model)."""
+        return [member.epochs_in_best for member in self.members] if self.members else [self.best_epoch]
+
+    def every_member_stopped(self) -> bool:
+        return bool(self.members) and all(member.stopped for member in self.members)
+
+
+@dataclass
+class EnsembleRun:
+    """An ensemble's in-memory training state beside TrainState.members: what is not worth saving each epoch."""
+
+    best_weights: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)  # members still training
+    frozen_logits: dict[int, np.ndarray] = field(default_factory=dict)  # stopped members: scored once, then kept
 
 
 @dataclass
@@ -79,8 +106,7 @@ class Trainer:
     stop: SignalGuard
     processes: Processes  # one plain process or this rank of a torchrun launch
     plain_model: nn.Module  # the model without compile/DDP wrappers (what checkpoints save)
-    stopped_member_logits: dict[int, np.ndarray] = field(default_factory=dict)  # ensemble: scored once, then kept
-    member_best_weights: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)  # ensemble, while training
+    ensemble: EnsembleRun | None = None  # only when the model is an Ensemble
 
 
 class SignalGuard:
