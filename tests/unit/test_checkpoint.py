@@ -15,7 +15,14 @@ from torch import nn
 from textclf_cli.data.text import TokenizerSettings
 from textclf_cli.errors import RunError
 from textclf_cli.models.build import build_model
-from textclf_cli.runs.checkpoint import CheckpointMeta, load_checkpoint, load_model, new_checkpoint, save_checkpoint
+from textclf_cli.runs.checkpoint import (
+    CHECKPOINT_VERSION,
+    CheckpointMeta,
+    load_checkpoint,
+    load_model,
+    new_checkpoint,
+    save_checkpoint,
+)
 from textclf_cli.training.resume import restore_training_state
 
 VOCAB = ["<pad>", "<unk>", "great", "awful", "film"]
@@ -26,7 +33,8 @@ KWARGS = {"embedding_dim": 8, "hidden_size": 4, "num_layers": 1, "bidirectional"
 def info() -> CheckpointMeta:
     return CheckpointMeta(model_type="lstm", model_kwargs=KWARGS, vocab=VOCAB, labels=["neg", "pos"],
                           tokenizer=TokenizerSettings(kind="regexp"), max_length=20, truncate="tail",
-                          config={"experiment": "x"}, versions={"textclf": "0.1.0", "torch": "2.13.0"})
+                          config={"experiment": "x"}, versions={"textclf": "0.1.0", "torch": "2.13.0"},
+                          prepared_fingerprint=None, task="multiclass", label_separator="|")
 
 
 @pytest.fixture
@@ -153,14 +161,18 @@ def test_metadata_is_stored_as_plain_top_level_values(saved: Path) -> None:
     assert CheckpointMeta.from_dict(checkpoint) == info()
 
 
-def test_a_checkpoint_without_truncate_or_versions_still_loads(tmp_path: Path, model: nn.Module) -> None:
-    checkpoint = new_checkpoint(model, info())
-    del checkpoint["truncate"], checkpoint["versions"]  # written before those keys existed
-    checkpoint["vocab"] = list(VOCAB)  # and before the vocabulary became one JSON string
-    path = tmp_path / "old.pt"
+@pytest.mark.parametrize("version, fix", [(1, "retrain the model with this textclf"), (99, "upgrade textclf"),
+                                          (None, "retrain the model with this textclf")])
+def test_a_checkpoint_of_another_format_version_is_refused_saying_what_to_do(tmp_path: Path, model: nn.Module,
+                                                                             version, fix: str) -> None:
+    checkpoint = dict(new_checkpoint(model, info()), version=version)
+    path = tmp_path / "other.pt"
     save_checkpoint(path, checkpoint)
-    loaded = load_model(path, torch.device("cpu"))
-    assert (loaded.truncate, loaded.vocab, loaded.tokenizer) == ("head", VOCAB, TokenizerSettings(kind="regexp"))
+    with pytest.raises(RunError) as error:
+        load_model(path, torch.device("cpu"))
+    assert str(error.value) == (f"{path}: checkpoint format version {version} (written by textclf 0.1.0); this "
+                                f"textclf reads version {CHECKPOINT_VERSION}: {fix}, or read it with the textclf "
+                                "that wrote it")
 
 
 def test_a_checkpoint_whose_vocab_is_not_json_is_refused(tmp_path: Path, model: nn.Module) -> None:

@@ -29,7 +29,8 @@ def tiny_model() -> torch.nn.Module:
 
 def info() -> CheckpointMeta:
     return CheckpointMeta(model_type="cnn", model_kwargs=KWARGS, vocab=VOCAB, labels=["neg", "pos"],
-                          tokenizer=TokenizerSettings(), max_length=20, truncate="head")
+                          tokenizer=TokenizerSettings(), max_length=20, truncate="head", config={},
+                          versions={}, prepared_fingerprint=None, task="multiclass", label_separator="|")
 
 
 @pytest.fixture

@@ -142,22 +142,6 @@ def test_a_stopped_member_is_left_out_of_training_but_not_of_predictions() -> No
     assert_predicts_the_mix(ensemble, token_ids, lengths, 0.5)
 
 
-def test_a_dense_table_from_an_older_checkpoint_loads_with_the_same_outputs() -> None:
-    model = NgramLogReg(vocab_size=20, num_classes=2, ngrams=2, buckets=31, min_df=1)
-    token_ids, lengths = batch([[3, 4, 5], [6, 4], [3, 9, 9, 4]])
-    model.fit_counts([(token_ids, lengths, torch.tensor([0, 1, 0]))])
-    with torch.no_grad():
-        model.weight.normal_()
-        expected = model(token_ids, lengths)
-    rows = model.table_row.long()  # the old layout: a row per feature and a mask of the kept ones
-    legacy = {"weight": model.weight.detach()[rows] * (rows > 0)[:, None], "bias": model.bias.detach(),
-              "ratios": model.ratios[rows] * (rows > 0)[:, None], "kept": rows > 0, "train_size": model.train_size}
-    fresh = NgramLogReg(vocab_size=20, num_classes=2, ngrams=2, buckets=31, min_df=1)
-    fresh.load_state_dict(legacy)
-    assert torch.equal(fresh.table_row, model.table_row) and fresh.weight.shape == model.weight.shape
-    torch.testing.assert_close(fresh(token_ids, lengths), expected)
-
-
 def test_word_char_features_are_the_padded_words_char_ngrams_hashed_deterministically() -> None:
     from textclf_cli.models.ngram import word_char_features
 

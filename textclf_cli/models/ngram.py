@@ -132,8 +132,6 @@ class NgramLogReg(nn.Module):
 
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
         """The table's size comes from the training counts, so it is taken from the saved weights."""
-        if prefix + "kept" in state_dict:
-            upgrade_dense_table(state_dict, prefix)
         saved = state_dict.get(prefix + "weight")
         if saved is not None and saved.shape != self.weight.shape:
             self.weight = nn.Parameter(torch.zeros(saved.shape, device=self.weight.device))
@@ -176,11 +174,3 @@ def kept_table(kept_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     table_row = torch.zeros(len(kept_mask), dtype=torch.int32)
     table_row[kept] = torch.arange(1, len(kept) + 1, dtype=torch.int32)
     return kept, table_row
-
-
-def upgrade_dense_table(state_dict: dict, prefix: str) -> None:
-    """Files from before the compact table held a row per feature and a `kept` mask: keep the kept rows."""
-    kept, state_dict[prefix + "table_row"] = kept_table(state_dict.pop(prefix + "kept"))
-    for name in ("weight", "ratios"):
-        dense = state_dict[prefix + name]
-        state_dict[prefix + name] = torch.cat([torch.zeros(1, dense.size(1), dtype=dense.dtype), dense[kept]])

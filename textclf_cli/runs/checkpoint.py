@@ -8,7 +8,7 @@ import pickle
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +25,7 @@ if TYPE_CHECKING:  # loop.py and config.py are not needed to load a model for pr
     from textclf_cli.data.prepared import PreparedData
 
 CHECKPOINT_FORMAT = "textclf-checkpoint"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # one version read: a file of another is refused with what to do
 WRAPPER_PREFIXES = ("_orig_mod.", "module.")  # torch.compile and DistributedDataParallel
 
 
@@ -54,12 +54,12 @@ class CheckpointMeta:
     labels: list[str]
     tokenizer: TokenizerSettings
     max_length: int
-    truncate: str = "head"
-    config: dict[str, Any] = field(default_factory=dict)  # the resolved config, as config_to_dict writes it
-    versions: dict[str, str] = field(default_factory=dict)  # textclf and torch that wrote the file
-    prepared_fingerprint: str | None = None  # the prepared data trained on (evaluate reads it, never rebuilds it)
-    task: str = "multiclass"  # or multilabel (files from before multi-label have no task: multiclass)
-    label_separator: str = "|"  # multilabel: joins a label set in CSV output
+    truncate: str
+    config: dict[str, Any]  # the resolved config, as config_to_dict writes it
+    versions: dict[str, str]  # textclf and torch that wrote the file
+    prepared_fingerprint: str | None  # the prepared data trained on (evaluate reads it, never rebuilds it)
+    task: str  # multiclass or multilabel
+    label_separator: str  # multilabel: joins a label set in CSV output
 
     def to_dict(self) -> dict[str, Any]:
         values = {item.name: getattr(self, item.name) for item in fields(self)}
@@ -69,17 +69,12 @@ class CheckpointMeta:
 
     @classmethod
     def from_dict(cls, checkpoint: dict[str, Any]) -> CheckpointMeta:
-        """Raises KeyError naming a missing required value, TypeError for a malformed one; older files lack the
-        values with defaults (truncate, versions)."""
-        required = [item.name for item in fields(cls) if item.default is MISSING and item.default_factory is MISSING]
-        values = {item.name: checkpoint[item.name] for item in fields(cls)
-                  if item.name in checkpoint or item.name in required}
-        vocab = values["vocab"]  # a list in files written before the vocabulary became one JSON string
-        if isinstance(vocab, str):
-            try:
-                vocab = json.loads(vocab)
-            except ValueError:
-                raise TypeError("vocab is not a JSON list of tokens") from None
+        """Raises KeyError naming a missing value, TypeError for a malformed one."""
+        values = {item.name: checkpoint[item.name] for item in fields(cls)}
+        try:
+            vocab = json.loads(values["vocab"])
+        except (TypeError, ValueError):
+            raise TypeError("vocab is not a JSON list of tokens") from None
         return cls(**dict(values, vocab=vocab, tokenizer=TokenizerSettings(**checkpoint["tokenizer"])))
 
 
@@ -119,8 +114,13 @@ def load_checkpoint(path: Path, mmap: bool = False) -> dict[str, Any]:
         raise RunError(f"{path}: not a readable textclf checkpoint ({reason}); retrain or pick another checkpoint") from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise RunError(f"{path}: not a textclf checkpoint (no '{CHECKPOINT_FORMAT}' marker); was it made by another tool?")
-    if checkpoint.get("version", 0) > CHECKPOINT_VERSION:
-        raise RunError(f"{path}: checkpoint version {checkpoint['version']} is newer than this textclf; upgrade textclf")
+    version = checkpoint.get("version")
+    if version != CHECKPOINT_VERSION:
+        written_by = (checkpoint.get("versions") or {}).get("textclf", "another textclf")
+        fix = "upgrade textclf" if isinstance(version, int) and version > CHECKPOINT_VERSION else \
+            "retrain the model with this textclf"
+        raise RunError(f"{path}: checkpoint format version {version} (written by textclf {written_by}); this textclf "
+                       f"reads version {CHECKPOINT_VERSION}: {fix}, or read it with the textclf that wrote it")
     return checkpoint
 
 
