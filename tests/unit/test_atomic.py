@@ -6,12 +6,13 @@ import json
 import os
 import stat
 
-import numpy as np
 import pytest
 
+from tests.conftest import tiny_config
 from textclf_cli.atomic import symlink_atomic, write_atomic, write_json_atomic
-from textclf_cli.data.prepared import PreparedData, is_prepared, write_prepared
-from textclf_cli.data.text import TokenizerSettings
+from textclf_cli.config import load_config
+from textclf_cli.data.prepared import is_prepared
+from textclf_cli.prepare import prepare
 
 
 def test_a_failing_write_keeps_the_old_file_and_leaves_no_temp(tmp_path):
@@ -46,34 +47,26 @@ def test_symlink_atomic_replaces_the_pointer(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["latest", "run-1", "run-2"]
 
 
-def tiny_prepared() -> PreparedData:
-    from textclf_cli.data.prepared import EncodedSplit
-
-    split = EncodedSplit(np.array([2, 3], dtype=np.int32), np.array([0, 1, 2]), np.array([0, 1]))
-    return PreparedData(root=None, vocab=["<pad>", "<unk>", "a", "b"], labels=["neg", "pos"],
-                        tokenizer=TokenizerSettings(), splits={"train": split}, meta={"tokenizer": {}})
-
-
 def test_prepared_data_appears_whole_or_not_at_all(tmp_path, monkeypatch):
-    from textclf_cli.data import prepared
+    from textclf_cli import prepare as prepare_stage
 
-    root = tmp_path / "prepared" / "key"
-    real_save = prepared.save_array
+    config = load_config(tiny_config(tmp_path, n_train=20, n_test=6), [f"data.prepared_dir={tmp_path / 'prepared'}"])
+    real_save = prepare_stage.save_array
 
     def crash_on_labels(path, array):
         if path.name.endswith(".labels.npy"):
             raise OSError("disk full")
         real_save(path, array)
 
-    monkeypatch.setattr(prepared, "save_array", crash_on_labels)
+    monkeypatch.setattr(prepare_stage, "save_array", crash_on_labels)
     with pytest.raises(OSError):
-        write_prepared(root, tiny_prepared())
-    assert not root.exists() and list((tmp_path / "prepared").iterdir()) == []  # no staging folder left
+        prepare(config)
+    assert list((tmp_path / "prepared").iterdir()) == []  # no key folder, no staging folder left
 
-    monkeypatch.setattr(prepared, "save_array", real_save)
+    monkeypatch.setattr(prepare_stage, "save_array", real_save)
     old = os.umask(0o022)
     try:
-        write_prepared(root, tiny_prepared())
+        root = prepare(config).root
     finally:
         os.umask(old)
     assert is_prepared(root) and stat.S_IMODE(root.stat().st_mode) == 0o755

@@ -156,7 +156,7 @@ def reference_prepare(config: Config) -> dict[str, tuple[np.ndarray, np.ndarray,
     """The whole computation in memory, the simple way: what streaming must reproduce exactly."""
     from textclf_cli.data.sources import read_table
     from textclf_cli.data.text import Tokenizer
-    from textclf_cli.data.vocab import build_vocab, encode, token_index
+    from textclf_cli.data.vocab import encode, token_index, vocab_from_counts
 
     data = config.data
     train = read_table(data.train, "csv", "text", "label")
@@ -164,7 +164,8 @@ def reference_prepare(config: Config) -> dict[str, tuple[np.ndarray, np.ndarray,
     splits["test"] = read_table(data.test, "csv", "text", "label")
     tokenizer = Tokenizer(tokenizer_settings(config))
     tokens = {name: [tokenizer(text) for text in split.texts] for name, split in splits.items()}
-    vocab = build_vocab(tokens["train"], config.vocab.max_size, config.vocab.min_freq)
+    train_counts = Counter(token for text_tokens in tokens["train"] for token in text_tokens)
+    vocab = vocab_from_counts(train_counts, config.vocab.max_size, config.vocab.min_freq)
     labels = sorted(set(splits["train"].labels))
     arrays = {}
     for name, split in splits.items():

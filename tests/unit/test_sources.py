@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import write_imdb_folder, write_imdb_tarball
-from textclf_cli.data.sources import read_imdb, read_table, read_texts_file
+from textclf_cli.data.sources import iter_texts_file, read_imdb, read_table
 from textclf_cli.errors import DataError
 
 
@@ -85,8 +85,8 @@ def test_custom_column_names(tmp_path: Path) -> None:
         ("texts.jsonl", '{"text": "a"}\n{"text": "b"}\n', ["a", "b"]),
     ],
 )
-def test_read_texts_file_without_labels(tmp_path: Path, name: str, content: str, expected: list[str]) -> None:
-    assert read_texts_file(write_bytes(tmp_path / name, content), "text") == expected
+def test_texts_file_without_labels(tmp_path: Path, name: str, content: str, expected: list[str]) -> None:
+    assert list(iter_texts_file(write_bytes(tmp_path / name, content), "text")) == expected
 
 
 IMDB_SPLITS = {
@@ -147,7 +147,7 @@ def test_gzip_files_read_like_plain_ones(tmp_path: Path, file_format: str, conte
     from_plain, from_gzip = (read_table(path, file_format, "text", "label") for path in (plain, packed))
     assert from_gzip.texts == from_plain.texts == ["a, b", "two\nlines"]
     assert (from_gzip.labels, from_gzip.rows) == (from_plain.labels, from_plain.rows)
-    assert read_texts_file(packed, "text") == ["a, b", "two\nlines"]
+    assert list(iter_texts_file(packed, "text")) == ["a, b", "two\nlines"]
 
 
 def test_gzip_decoding_error_names_its_line(tmp_path: Path) -> None:

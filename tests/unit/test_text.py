@@ -15,7 +15,7 @@ import pytest
 from tests.conftest import kill_spawned_workers, spawned_workers
 from textclf_cli.data import text as text_module
 from textclf_cli.data.encoding import encode_stream
-from textclf_cli.data.text import WORKER_DIED, Tokenizer, TokenizerSettings, tokenize_all
+from textclf_cli.data.text import WORKER_DIED, ChunkTokenizer, Tokenizer, TokenizerSettings, count_chunk
 from textclf_cli.errors import ConfigError, TextclfError
 
 REVIEW = "It's a GREAT film, isn't it?<br /><br />Yes &amp; no... (10/10)"
@@ -121,11 +121,26 @@ def test_default_tokenizer_needs_no_nltk_data(monkeypatch: pytest.MonkeyPatch) -
         assert tokens("Hello, world", kind=kind) == ["hello", ",", "world"]
 
 
+def counted_tokens(texts: list[str], settings: TokenizerSettings, workers: int) -> list[list[str]]:
+    """Each text's tokens as prepare gets them: count_chunk over chunks of 50 texts, read back in order."""
+    chunks = [texts[start:start + 50] for start in range(0, len(texts), 50)]
+    token_lists = []
+    with ChunkTokenizer(settings, None, workers) as tokenizer:
+        for _, (distinct, local_ids, lengths, _) in tokenizer.map(count_chunk, chunks):
+            words, start = [distinct[i] for i in local_ids], 0
+            for length in lengths:
+                token_lists.append(words[start:start + length])
+                start += length
+    return token_lists
+
+
 def test_process_pool_gives_the_same_tokens_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(text_module, "PARALLEL_MIN_TEXTS", 1)
     texts = [f"Text number {i}: <b>word{i % 7}</b>!" for i in range(300)]
     settings = TokenizerSettings(kind="regexp", strip_punctuation=True)
-    assert tokenize_all(texts, settings, workers=2) == tokenize_all(texts, settings, workers=1)
+    alone = counted_tokens(texts, settings, workers=1)
+    assert counted_tokens(texts, settings, workers=2) == alone
+    assert alone == [Tokenizer(settings)(text) for text in texts]
 
 
 def outcome_while_workers_are_killed(work: Callable[[], object], timeout: float = 30) -> BaseException | None:
@@ -153,9 +168,10 @@ def outcome_while_workers_are_killed(work: Callable[[], object], timeout: float 
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the worker processes through /proc")
-@pytest.mark.parametrize("path", ["encode_stream", "tokenize_all"])
+@pytest.mark.parametrize("path", ["encode_stream", "count_chunk"])
 def test_a_killed_worker_is_an_error_not_a_hang(monkeypatch: pytest.MonkeyPatch, path: str) -> None:
-    # encode_stream is how predict --input and evaluate tokenize; prepare is tests/e2e/test_unattended.py's
+    # encode_stream is how predict --input and evaluate tokenize, count_chunk how prepare does; the whole
+    # prepare stage under a killed worker is tests/e2e/test_unattended.py's
     monkeypatch.setattr(text_module, "PARALLEL_MIN_TEXTS", 1)
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     texts = [f"text {i} about a film" for i in range(4000)]
@@ -164,7 +180,7 @@ def test_a_killed_worker_is_an_error_not_a_hang(monkeypatch: pytest.MonkeyPatch,
         chunks = [texts[start:start + 100] for start in range(0, len(texts), 100)]
         work = lambda: list(encode_stream(chunks, settings, ["<pad>", "<unk>", "film"]))  # noqa: E731
     else:
-        work = lambda: tokenize_all(texts, settings, workers=2)  # noqa: E731
+        work = lambda: counted_tokens(texts, settings, workers=2)  # noqa: E731
     raised = outcome_while_workers_are_killed(work)
     assert isinstance(raised, TextclfError) and str(raised) == WORKER_DIED
     assert spawned_workers(os.getpid()) == [], "no worker is left running"

@@ -64,16 +64,6 @@ def is_prepared(root: Path) -> bool:
     return (root / files.PREPARED_META).is_file()
 
 
-def write_prepared(root: Path, data: PreparedData) -> None:
-    """Write in-memory prepared data (small data, tests); prepare streams through staged_folder itself."""
-    with staged_folder(root) as staging:
-        for split, encoded in data.splits.items():
-            save_array(staging / files.PREPARED_IDS.format(split=split), encoded.ids)
-            save_array(staging / files.PREPARED_OFFSETS.format(split=split), encoded.offsets)
-            save_array(staging / files.PREPARED_TARGETS.format(split=split), encoded.targets)
-        write_index(staging, data.vocab, data.labels, data.meta, list(data.splits))
-
-
 @contextmanager
 def staged_folder(root: Path, replace: bool = False) -> Iterator[Path]:
     """A temp folder beside `root`, renamed into place when the block succeeds and removed either way, so a

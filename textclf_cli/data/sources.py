@@ -408,7 +408,3 @@ def iter_texts_file(path: Path, text_column: str, encoding: str = "utf-8") -> It
         return
     for _, text, _ in TableSource(path, file_format, text_column, None, encoding).rows():
         yield text
-
-
-def read_texts_file(path: Path, text_column: str, encoding: str = "utf-8") -> list[str]:
-    return list(iter_texts_file(path, text_column, encoding))

@@ -153,24 +153,6 @@ def _require_nltk_resource(resource: str, package: str, option: str) -> None:
         ) from None
 
 
-def tokenize_all(texts: list[str], settings: TokenizerSettings, workers: int | None = None) -> list[list[str]]:
-    """Tokenize many texts, over all cores when there are enough of them to pay for the pool."""
-    workers = _workers(len(texts), workers)
-    if workers <= 1:
-        tokenizer = Tokenizer(settings)
-        return [tokenizer(text) for text in texts]
-    chunksize = max(64, len(texts) // (workers * 8))
-    from concurrent.futures import BrokenExecutor
-
-    pool = _pool(workers, settings, None)
-    try:
-        return list(pool.map(_tokenize_in_worker, texts, chunksize=chunksize))
-    except BrokenExecutor:
-        raise TextclfError(WORKER_DIED) from None
-    finally:
-        _stop(pool)
-
-
 def tokenize_and_encode(
     texts: list[str], settings: TokenizerSettings, index: dict[str, int], workers: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -282,11 +264,6 @@ def encode_chunk(tokenizer: Tokenizer, index: dict[str, int], texts: list[str]) 
     return ids, np.diff(offsets)
 
 
-def _workers(num_texts: int, workers: int | None) -> int:
-    workers = workers or os.cpu_count() or 1
-    return 1 if num_texts < PARALLEL_MIN_TEXTS else workers
-
-
 def _pool(workers: int, settings: TokenizerSettings, index: dict[str, int] | None) -> ProcessPoolExecutor:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
@@ -319,11 +296,6 @@ def _init_worker(settings: TokenizerSettings, index: dict[str, int] | None) -> N
     # on its own would look like a killed worker
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _worker_tokenizer, _worker_index = Tokenizer(settings), index
-
-
-def _tokenize_in_worker(text: str) -> list[str]:
-    assert _worker_tokenizer is not None  # set by _init_worker in every pool process
-    return _worker_tokenizer(text)
 
 
 def _run_in_worker(function: Callable, texts: list[str]) -> Any:

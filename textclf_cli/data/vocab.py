@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -11,15 +10,8 @@ PAD, UNK = "<pad>", "<unk>"
 PAD_ID, UNK_ID = 0, 1
 
 
-def build_vocab(token_lists: Iterable[list[str]], max_size: int, min_freq: int) -> list[str]:
-    """The id -> token list: specials first, then tokens by falling count (ties alphabetical)."""
-    counts: Counter[str] = Counter()
-    for tokens in token_lists:
-        counts.update(tokens)
-    return vocab_from_counts(counts, max_size, min_freq)
-
-
 def vocab_from_counts(counts: Mapping[str, int], max_size: int, min_freq: int) -> list[str]:
+    """The id -> token list: specials first, then tokens by falling count (ties alphabetical)."""
     frequent = sorted((token for token, n in counts.items() if n >= min_freq and token not in (PAD, UNK)),
                       key=lambda t: (-counts[t], t))
     return [PAD, UNK] + frequent[: max(0, max_size - 2)]
