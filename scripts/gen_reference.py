@@ -33,6 +33,15 @@ This page is generated from the schema in `textclf_cli/config.py` by `python scr
 """
 
 
+# Allowed values that a validator checks rather than the type: (key as in the tables) -> text
+CHECKED_VALUES = {
+    "device": "`auto`, `cpu`, `cuda`, `cuda:N`, `mps`",
+    "data.encoding": "a Python codec name",
+    "train.monitor": "MONITORS",
+    "train.threshold": "> `0`, < `1`",
+}
+
+
 def section_models() -> list[tuple[str, str, type[BaseModel]]]:
     """(heading, key prefix, pydantic model) for every table of the reference, in reading order."""
     from textclf_cli import config
@@ -44,12 +53,25 @@ def section_models() -> list[tuple[str, str, type[BaseModel]]]:
         ("`tokenizer`", "tokenizer", config.TokenizerConfig),
         ("`vocab`", "vocab", config.VocabConfig),
         *families,
-        ("`model.ensemble` (the n-gram member beside a `cnn` or `lstm` network)", "model.ensemble",
-         config.NgramConfig),
+        ("`model.ensemble`", "model.ensemble", config.NgramConfig),
         ("`train`", "train", config.TrainConfig),
         ("`output`", "output", config.OutputConfig),
-        ("`tune` (one searched key of `textclf tune`)", "tune.SECTION.KEY", config.TuneRange),
+        ("`tune`", "tune.SECTION.KEY", config.TuneRange),
     ]
+
+
+SECTION_INTROS = {
+    "Top level": "Besides the keys below, the top level holds the sections [`data`](#data), "
+                 "[`tokenizer`](#tokenizer), [`vocab`](#vocab), `model` (one table per family: "
+                 "[`cnn`](#model-with-type-cnn), [`lstm`](#model-with-type-lstm), [`bag`](#model-with-type-bag), "
+                 "[`ngram`](#model-with-type-ngram)), [`train`](#train), [`output`](#output) and [`tune`](#tune).",
+    "`model.ensemble`": "The n-gram model that trains beside a `cnn` or `lstm` network, with the keys of the "
+                        "[`ngram` family](#model-with-type-ngram); `model.ensemble: null` trains the network alone. "
+                        "How the two are mixed is in the [Models guide](../guides/models.md).",
+    "`tune`": "The search space of `textclf tune`: each searched key, a dotted `SECTION.KEY` of `tokenizer`, "
+              "`vocab`, `model` or `train`, maps to a numeric range `{low, high, log}` or to `{choices: [...]}`. "
+              "See the [Tuning guide](../guides/tuning.md).",
+}
 
 
 def is_section(info: FieldInfo) -> bool:
@@ -68,36 +90,75 @@ def _union_members(annotation: Any) -> list[Any]:
 
 
 def type_name(annotation: Any) -> str:
+    """`int \\| null`, `bool \\| auto`, `list of int`: the kinds of value a key takes (fixed words go to allowed)."""
     names = []
     for member in _union_members(annotation):
+        origin = typing.get_origin(member)
         if member is type(None):
             names.append("null")
-        elif typing.get_origin(member) is Literal:
-            names.append(" \\| ".join(f"`{value}`" for value in typing.get_args(member)))
-        elif typing.get_origin(member) in (list, dict):
-            names.append(typing.get_origin(member).__name__)
+        elif origin is Literal:
+            values = typing.get_args(member)
+            names.append(f"`{values[0]}`" if len(values) == 1 else "str")
+        elif origin is list:
+            item = _union_members(typing.get_args(member)[0])[0]
+            names.append(f"list of {getattr(item, '__name__', 'values')}" if item is not Any else "list")
+        elif origin is dict:
+            names.append("mapping")
         elif isinstance(member, type) and issubclass(member, BaseModel):
-            names.append("section")
+            family = member.model_fields.get("type")
+            names.append(f"`{family.default}` section" if family else "section")
+        elif isinstance(member, type) and issubclass(member, Path):
+            names.append("path")
         else:
-            names.append(getattr(member, "__name__", str(member)).replace("PosixPath", "Path"))
-    return " \\| ".join(names)
+            names.append(getattr(member, "__name__", str(member)))
+    return " \\| ".join(dict.fromkeys(names))
 
 
-def bounds(info: FieldInfo) -> str:
-    """The numeric and length constraints of a field, its own and those of Annotated union members."""
-    found = list(info.metadata)
-    for member in typing.get_args(info.annotation):
-        if typing.get_origin(member) is typing.Annotated:
-            found += [m for arg in typing.get_args(member)[1:] for m in getattr(arg, "metadata", [arg])]
+def choices(annotation: Any) -> list[str]:
+    """The words a key accepts, from a Literal of several (a single word, like `auto`, is shown as its type)."""
+    literals = [typing.get_args(member) for member in _union_members(annotation) if typing.get_origin(member) is Literal]
+    return [f"`{word}`" for values in literals if len(values) > 1 for word in values]
+
+
+def _constraints(items: list[Any]) -> list[str]:
     words = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<", "min_length": "length >=", "max_length": "length <=",
              "pattern": "matches"}
     parts = []
-    for item in found:
+    for item in items:
         for attribute, word in words.items():
             value = getattr(item, attribute, None)
             if value is not None:
                 parts.append(f"{word} `{value}`")
-    return ", ".join(dict.fromkeys(parts))
+    return list(dict.fromkeys(parts))
+
+
+def _annotated_metadata(annotation: Any) -> list[Any]:
+    return [m for arg in typing.get_args(annotation)[1:] for m in getattr(arg, "metadata", [arg])]
+
+
+def bounds(info: FieldInfo) -> str:
+    """The numeric and length constraints of a field, its own, its Annotated union members' and its list items'."""
+    found = list(info.metadata)
+    if typing.get_origin(info.annotation) in (typing.Union, types.UnionType):
+        for member in typing.get_args(info.annotation):
+            if typing.get_origin(member) is typing.Annotated:
+                found += _annotated_metadata(member)
+    parts = _constraints(found)
+    if typing.get_origin(info.annotation) is list:
+        item = typing.get_args(info.annotation)[0]
+        if typing.get_origin(item) is typing.Annotated:
+            parts.append("each " + ", ".join(_constraints(_annotated_metadata(item))))
+    return ", ".join(parts)
+
+
+def allowed_text(key: str, info: FieldInfo) -> str:
+    from textclf_cli.config import MONITORS
+
+    checked = CHECKED_VALUES.get(key, "")
+    if checked == "MONITORS":
+        checked = ", ".join(f"`{name}`" for name in MONITORS)
+    parts = [", ".join(choices(info.annotation)), bounds(info), checked]
+    return "; ".join(part for part in parts if part).replace("|", "\\|")
 
 
 def default_text(info: FieldInfo) -> str:
@@ -113,20 +174,28 @@ def default_text(info: FieldInfo) -> str:
     return f"`{value}`".replace("|", "\\|")
 
 
+def table_rows(prefix: str, model: type[BaseModel]) -> list[str]:
+    """One row per setting of a section (`type` first), skipping fields that are sections of their own."""
+    fields = sorted(model.model_fields.items(), key=lambda item: item[0] != "type")
+    rows = []
+    for name, info in fields:
+        if is_section(info) and name != "ensemble":
+            continue
+        key = f"{prefix}.{name}" if prefix else name
+        description = " ".join((info.description or "").split()).replace("|", "\\|")
+        rows.append(f"| `{key}` | {type_name(info.annotation)} | {default_text(info)} | {allowed_text(key, info)} | "
+                    f"{description} |")
+    return rows
+
+
 def config_reference() -> str:
     lines = [CONFIG_INTRO]
     for heading, prefix, model in section_models():
         lines += ["", f"## {heading}", ""]
-        if model.__doc__ and prefix and not model.__doc__.startswith(model.__name__ + "("):
-            lines += [" ".join(model.__doc__.split()), ""]
+        if heading in SECTION_INTROS:
+            lines += [SECTION_INTROS[heading], ""]
         lines += ["| key | type | default | allowed | description |", "|---|---|---|---|---|"]
-        for name, info in model.model_fields.items():
-            if is_section(info) and name != "ensemble":
-                continue
-            key = f"{prefix}.{name}" if prefix else name
-            description = " ".join((info.description or "").split()).replace("|", "\\|")
-            lines.append(f"| `{key}` | {type_name(info.annotation)} | {default_text(info)} | {bounds(info)} | "
-                         f"{description} |")
+        lines += table_rows(prefix, model)
     return "\n".join(lines) + "\n"
 
 

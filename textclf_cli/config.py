@@ -27,29 +27,51 @@ MONITORS = ("valid_f1_macro", "valid_accuracy", "valid_loss", "valid_f1_micro")
 
 
 class Strict(BaseModel):
+    # every field has a description: the config reference (docs/reference/config.md) is built from them
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 class DataConfig(Strict):
-    format: Literal["imdb", "csv", "tsv", "jsonl", "parquet"] = "csv"
-    train: Path
-    test: Path | None = None
-    valid: Path | None = None
-    text_column: str = "text"
-    label_column: str = "label"
-    label_separator: str = Field("|", min_length=1)  # task multilabel: splits a CSV/TSV label field into labels
-    valid_fraction: float = Field(0.1, gt=0.0, lt=1.0)
-    encoding: str = "utf-8"
-    bad_rows: Literal["skip", "error"] = "skip"
-    url: str | None = None
-    sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
-    prepared_dir: Path = Path("data/prepared")
-    chunk_size: int = Field(2000, ge=1, le=MAX_CHUNK)  # texts prepare reads and tokenizes at a time; the output never depends on it
+    format: Literal["imdb", "csv", "tsv", "jsonl", "parquet"] = Field(
+        "csv", description="Format of every data file: `imdb` (the aclImdb archive or its extracted folder), `csv`, "
+                           "`tsv`, `jsonl` (each also gzip-compressed, e.g. `train.csv.gz`) or `parquet` (needs the "
+                           "`parquet` extra).")
+    train: Path = Field(description="Training file; for `imdb` the archive or folder that holds both splits.")
+    test: Path | None = Field(None, description="Test file, used by `evaluate --split test`; not used for `imdb`.")
+    valid: Path | None = Field(
+        None, description="Validation file. When absent, a seeded `data.valid_fraction` of train is carved off "
+                          "(stratified for multiclass); for `imdb`, another aclImdb archive or folder whose `test` "
+                          "split is used.")
+    text_column: str = Field("text", description="Column (CSV/TSV header name, JSONL key) holding the text.")
+    label_column: str = Field(
+        "label", description="Column holding the label: any strings or integers. With `task: multilabel`, a JSON list "
+                             "in JSONL, or a `data.label_separator`-joined string.")
+    label_separator: str = Field(
+        "|", min_length=1, description="`task: multilabel`: separates the labels in one CSV/TSV field "
+                                       "(`sports|business`; an empty field is the empty set).")
+    valid_fraction: float = Field(
+        0.1, gt=0.0, lt=1.0, description="Share of train held out for validation when `data.valid` is not set.")
+    encoding: str = Field(
+        "utf-8", description="Encoding of CSV/TSV/JSONL files: any Python codec name (`latin-1`, `cp1252`, ...). A "
+                             "UTF-8 BOM is accepted either way.")
+    bad_rows: Literal["skip", "error"] = Field(
+        "skip", description="Rows with an empty text or a missing label: `skip` (one warning naming their lines) or "
+                            "`error` (exit 3).")
+    url: str | None = Field(None, description="Where to download `data.train` from when it is missing.")
+    sha256: str | None = Field(
+        None, pattern=r"^[0-9a-fA-F]{64}$", description="Expected sha256 of the `data.train` archive, checked on "
+                                                        "every prepare, downloaded or not.")
+    prepared_dir: Path = Field(
+        Path("data/prepared"), description="Where prepared (tokenized, encoded) data is cached, one folder per "
+                                           "fingerprint.")
+    chunk_size: int = Field(
+        2000, ge=1, le=MAX_CHUNK, description="Texts `prepare` reads and tokenizes at a time. The prepared data is "
+                                              "the same whatever its value, so it is not part of the fingerprint.")
     max_row_chars: int = Field(
-        10_000_000, ge=1, le=2**31 - 1,
-        description="The longest line of a CSV/TSV/JSONL file (and the longest text or field) read, in characters. "
-                    "A longer one is a bad row at file:line, read past in pieces, so one hostile row costs no more "
-                    "memory than this.")
+        10_000_000, ge=1, le=2**31 - 1, description="The longest line of a CSV/TSV/JSONL file (and the longest text "
+                                                    "or field) read, in characters. A longer one is a bad row at "
+                                                    "file:line, read past in pieces, so one hostile row costs no more "
+                                                    "memory than this.")
 
     @field_validator("encoding")
     @classmethod
@@ -64,74 +86,124 @@ class DataConfig(Strict):
 
 
 class TokenizerConfig(Strict):
-    kind: Literal["regexp", "toktok", "treebank", "punkt"] = "regexp"  # fastest; best n-gram features on 3 of 5 sets
-    lowercase: bool = True
-    strip_html: bool = True
-    strip_punctuation: bool = False
-    remove_stopwords: bool = False
-    stopwords: Literal["sklearn", "nltk"] = "sklearn"
+    kind: Literal["regexp", "toktok", "treebank", "punkt"] = Field(
+        "regexp", description="nltk tokenizer: `regexp` (words with apostrophes and single punctuation marks; the "
+                              "fastest), `toktok`, `treebank` (`word_tokenize` without sentence splitting) or `punkt` "
+                              "(with sentence splitting; needs the nltk `punkt_tab` data).")
+    lowercase: bool = Field(True, description="Lowercase before tokenizing.")
+    strip_html: bool = Field(
+        True, description="Replace HTML tags such as `<br />` by spaces and unescape entities (`&amp;`).")
+    strip_punctuation: bool = Field(False, description="Drop tokens with no letter or digit.")
+    remove_stopwords: bool = Field(False, description="Drop English stopwords (the `tokenizer.stopwords` list).")
+    stopwords: Literal["sklearn", "nltk"] = Field(
+        "sklearn", description="Stopword list: `sklearn` (scikit-learn's English list, no download) or `nltk` (needs "
+                               "the nltk `stopwords` data).")
 
 
 class VocabConfig(Strict):
-    max_size: int = Field(30000, ge=3, le=MAX_VOCAB)
-    # auto: 1 on short texts in a small corpus (where character n-grams go on too), else 2 (textclf_cli/training/auto.py)
-    min_freq: Annotated[int, Field(ge=1)] | Literal["auto"] = AUTO
-    max_length: Annotated[int, Field(ge=1, le=MAX_LENGTH)] | Literal["auto"] = AUTO
-    truncate: Literal["head", "tail", "head_tail"] = "head_tail"
+    max_size: int = Field(
+        30000, ge=3, le=MAX_VOCAB, description="Largest vocabulary, `<pad>` and `<unk>` included; the most frequent "
+                                               "training tokens are kept.")
+    min_freq: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        AUTO, description="Tokens seen fewer times in train become `<unk>`. `auto`: 1 on short texts in a small "
+                          "corpus (the rule of `model.chars: auto`), else 2.")
+    max_length: Annotated[int, Field(ge=1, le=MAX_LENGTH)] | Literal["auto"] = Field(
+        AUTO, description="Tokens kept per text for training, evaluation and prediction. `auto`: the length that 97% "
+                          "of the training texts do not exceed, rounded up to a multiple of 32, at most 1024. Applied "
+                          "when batching: changing it does not prepare the data again.")
+    truncate: Literal["head", "tail", "head_tail"] = Field(
+        "head_tail", description="Which tokens a longer text keeps: `head` (the first `vocab.max_length`), `tail` "
+                                 "(the last) or `head_tail` (the first quarter and the last three quarters).")
 
 
 class EmbeddingSettings(Strict):
-    embedding_dim: int = Field(128, ge=1, le=MAX_WIDTH)
-    pretrained_embeddings: Path | None = None
-    freeze_embeddings: bool = False
+    embedding_dim: int = Field(128, ge=1, le=MAX_WIDTH, description="Size of the word embeddings.")
+    pretrained_embeddings: Path | None = Field(
+        None, description="GloVe/word2vec text file (optionally `.gz`, with or without a header line) to initialize "
+                          "the embeddings; its vector size must equal `embedding_dim`. Coverage is logged.")
+    freeze_embeddings: bool = Field(False, description="Keep pretrained embeddings fixed instead of fine-tuning them.")
 
 
 class NgramConfig(Strict):
     """NBSVM-style logistic regression over hashed word n-grams (models/ngram.py); alone or as an ensemble member."""
 
-    type: Literal["ngram"] = "ngram"
-    # longest n-gram; auto: 3 on a training split of >= 1M tokens, else 2 (textclf_cli/training/auto.py)
-    ngrams: Annotated[int, Field(ge=1, le=4)] | Literal["auto"] = AUTO
-    # hash space for n-grams of order >= 2; auto: about one bucket per training token, 2^14 to 2^23 (textclf_cli/training/auto.py)
-    buckets: Annotated[int, Field(ge=1, le=MAX_BUCKETS)] | Literal["auto"] = AUTO
-    min_df: int = Field(2, ge=1)
-    alpha: float = Field(1.0, gt=0.0)  # naive-Bayes count smoothing
-    lr: float = Field(0.01, gt=0.0)  # its own Adam step: a linear model wants a larger one than a network
-    l2: float = Field(0.1, ge=0.0)  # penalty per training text, as LogisticRegression(C=1/l2)
-    # character 2..chars-grams inside words too (0: words only); auto: 5 for short texts in a small corpus, else 0
-    chars: Annotated[int, Field(ge=0, le=8)] | Literal["auto"] = AUTO
+    type: Literal["ngram"] = Field(
+        "ngram", description="`ngram`: NBSVM-style logistic regression over word (and character) n-grams.")
+    ngrams: Annotated[int, Field(ge=1, le=4)] | Literal["auto"] = Field(
+        AUTO, description="Longest word n-gram. `auto`: 3 when the training split holds at least 1M tokens (after "
+                          "truncation), else 2.")
+    buckets: Annotated[int, Field(ge=1, le=MAX_BUCKETS)] | Literal["auto"] = Field(
+        AUTO, description="Hashed rows for n-grams of order 2 and up. `auto`: the power of two at or above the number "
+                          "of training tokens, between 2^14 and 2^23.")
+    min_df: int = Field(
+        2, ge=1, description="n-grams found in fewer training texts are dropped (as `TfidfVectorizer(min_df=...)`).")
+    alpha: float = Field(1.0, gt=0.0, description="Naive-Bayes count smoothing.")
+    lr: float = Field(
+        0.01, gt=0.0, description="Its own Adam step size (a linear model wants a larger one than a network); "
+                                  "`train.lr` is the network's.")
+    l2: float = Field(
+        0.1, ge=0.0, description="L2 penalty on the weights per training text, as `LogisticRegression(C=1/l2)`.")
+    chars: Annotated[int, Field(ge=0, le=8)] | Literal["auto"] = Field(
+        AUTO, description="Character 2..`chars`-grams inside each word too (like scikit-learn's `char_wb`); 0: words "
+                          "only. `auto`: 5 on short texts in a small corpus (under 1M training tokens, 97% of the "
+                          "texts within 128 tokens), else 0.")
 
 
 class CNNConfig(EmbeddingSettings):
-    type: Literal["cnn"] = "cnn"
-    num_filters: int = Field(100, ge=1, le=MAX_WIDTH)
-    filter_sizes: list[Annotated[int, Field(ge=1, le=64)]] = Field(default_factory=lambda: [3, 4, 5], min_length=1,
-                                                                   max_length=16)
-    dropout: float = Field(0.5, ge=0.0, lt=1.0)
-    pooling: Literal["max", "max_mean"] = "max"
-    word_dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    # a second model family trained beside the network (models/ensemble.py); `ensemble: null` trains the CNN alone
-    ensemble: NgramConfig | None = Field(default_factory=NgramConfig)
+    type: Literal["cnn"] = Field(
+        "cnn", description="`cnn`: Kim-style TextCNN (embedding, parallel 1-D convolutions, pooling over time, "
+                           "dropout, linear).")
+    num_filters: int = Field(100, ge=1, le=MAX_WIDTH, description="Convolution filters per width.")
+    filter_sizes: list[Annotated[int, Field(ge=1, le=64)]] = Field(
+        default_factory=lambda: [3, 4, 5], min_length=1, max_length=16,
+        description="Convolution widths in tokens; texts shorter than the widest are padded.")
+    dropout: float = Field(0.5, ge=0.0, lt=1.0, description="Dropout before the output layer.")
+    pooling: Literal["max", "max_mean"] = Field(
+        "max", description="`max` (max over time) or `max_mean` (max and mean concatenated).")
+    word_dropout: float = Field(
+        0.0, ge=0.0, lt=1.0, description="Probability of dropping a whole word vector during training (the rest are "
+                                         "scaled up), so that no single word carries a text.")
+    ensemble: NgramConfig | None = Field(
+        default_factory=NgramConfig, description="The n-gram model trained beside the network, their logits mixed "
+                                                 "(see the Models guide); its keys are those of `ngram`. `null` "
+                                                 "trains the network alone.")
 
 
 class LSTMConfig(EmbeddingSettings):
-    type: Literal["lstm"] = "lstm"
-    hidden_size: int = Field(128, ge=1, le=MAX_WIDTH)
-    num_layers: int = Field(1, ge=1, le=32)
-    bidirectional: bool = True
-    dropout: float = Field(0.5, ge=0.0, lt=1.0)
-    pooling: Literal["last", "max", "mean", "max_mean"] = "last"
-    word_dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    ensemble: NgramConfig | None = Field(default_factory=NgramConfig)
+    type: Literal["lstm"] = Field(
+        "lstm", description="`lstm`: embedding, stacked (Bi)LSTM over length-bucketed batches, pooling, dropout, "
+                            "linear.")
+    hidden_size: int = Field(128, ge=1, le=MAX_WIDTH, description="LSTM hidden size per direction.")
+    num_layers: int = Field(1, ge=1, le=32, description="Stacked LSTM layers.")
+    bidirectional: bool = Field(True, description="Also run each text backwards.")
+    dropout: float = Field(
+        0.5, ge=0.0, lt=1.0, description="Dropout on the embeddings, between layers and before the output layer.")
+    pooling: Literal["last", "max", "mean", "max_mean"] = Field(
+        "last", description="How the sequence becomes one vector: `last` (the final hidden states), `max`, `mean` or "
+                            "`max_mean`.")
+    word_dropout: float = Field(
+        0.0, ge=0.0, lt=1.0, description="Probability of dropping a whole word vector during training (the rest are "
+                                         "scaled up), so that no single word carries a text.")
+    ensemble: NgramConfig | None = Field(
+        default_factory=NgramConfig, description="The n-gram model trained beside the network, their logits mixed "
+                                                 "(see the Models guide); its keys are those of `ngram`. `null` "
+                                                 "trains the network alone.")
 
 
 class BagConfig(EmbeddingSettings):
-    type: Literal["bag"] = "bag"
-    embedding_dim: int = Field(32, ge=1, le=MAX_WIDTH)
-    ngrams: int = Field(2, ge=1, le=3)
-    buckets: int = Field(1_000_000, ge=1, le=MAX_BUCKETS)
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    sparse: bool = False  # true needs train.optimizer adagrad (or sgd without momentum); much faster
+    type: Literal["bag"] = Field(
+        "bag", description="`bag`: fastText-style mean of word and hashed n-gram embeddings, then linear.")
+    embedding_dim: int = Field(
+        32, ge=1, le=MAX_WIDTH, description="Size of each word and n-gram vector (the bag model's own default).")
+    ngrams: int = Field(2, ge=1, le=3, description="Longest word n-gram; 1 means words only.")
+    buckets: int = Field(
+        1_000_000, ge=1, le=MAX_BUCKETS, description="Hash buckets for n-grams: the embedding table has vocabulary + "
+                                                     "buckets rows, so this sets the model's size.")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout before the output layer.")
+    sparse: bool = Field(
+        False, description="Sparse embedding gradients: each step updates only the rows it used, which is much "
+                           "faster. Needs `train.optimizer: adagrad` (or `sgd` with `train.momentum: 0`) and "
+                           "`train.weight_decay: 0`.")
 
 
 ModelConfig = Annotated[CNNConfig | LSTMConfig | BagConfig | NgramConfig, Field(discriminator="type")]
@@ -140,31 +212,61 @@ MODEL_CLASSES: dict[str, type[Strict]] = {"cnn": CNNConfig, "lstm": LSTMConfig, 
 
 
 class TrainConfig(Strict):
-    epochs: int = Field(10, ge=1, le=100_000)  # an upper bound: early stopping usually ends a run well before it
-    batch_size: int = Field(64, ge=1, le=MAX_BATCH)
-    optimizer: Literal["adam", "adamw", "sgd", "adagrad"] = "adam"
-    lr: float = Field(1e-3, gt=0.0)
-    weight_decay: float = Field(0.0, ge=0.0)
-    momentum: float = Field(0.9, ge=0.0, lt=1.0)
-    scheduler: Literal["none", "linear", "cosine"] = "none"
-    warmup_epochs: float = Field(0.0, ge=0.0)
-    grad_clip: float | None = Field(5.0, gt=0.0)
-    early_stopping_patience: int | None = Field(2, ge=1)
-    monitor: str = "valid_f1_macro"
-    class_weights: Literal["none", "balanced"] = "none"
-    pos_weight: Literal["none", "balanced"] = "none"  # task multilabel: BCE weight of each label's positives
-    # task multilabel: one decision threshold for every label, or per_label ones tuned for F1 on validation
-    threshold: float | Literal["per_label"] = 0.5
-    bucket_chunk: int = Field(50, ge=1, le=100_000)
-    eval_batch_size: int = Field(128, ge=1, le=MAX_BATCH)
-    num_threads: int | None = Field(None, ge=1, le=4096)
-    precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"
-    compile: bool = False
-    # after training, a fresh model trains on train + valid for the epochs validation chose (refit.py) and becomes
-    # best.pt. auto: when the validation split is carved from the training data (data.valid not set). Off by default:
-    # on held-out carves of the five sentence sets it gained 0.09 points on average (25 paired runs), within noise,
-    # for 15-80% more training time
-    refit: bool | Literal["auto"] = False
+    epochs: int = Field(
+        10, ge=1, le=100_000, description="Most epochs to train: early stopping usually ends a run before. One of the "
+                                          "keys that may change on `--resume`.")
+    batch_size: int = Field(64, ge=1, le=MAX_BATCH, description="Texts per training batch.")
+    optimizer: Literal["adam", "adamw", "sgd", "adagrad"] = Field(
+        "adam", description="The optimizer; `adagrad` (or `sgd` without momentum) is the one for `model.sparse: "
+                            "true`.")
+    lr: float = Field(1e-3, gt=0.0, description="Learning rate of the network (an n-gram model has its own `lr`).")
+    weight_decay: float = Field(
+        0.0, ge=0.0, description="Weight decay: L2 for `adam`, `sgd` and `adagrad`, decoupled for `adamw`.")
+    momentum: float = Field(0.9, ge=0.0, lt=1.0, description="Momentum, used by `sgd` only.")
+    scheduler: Literal["none", "linear", "cosine"] = Field(
+        "none", description="Learning-rate schedule, stepped every batch: `none` (constant), `linear` or `cosine` "
+                            "decay to 0 at the last epoch.")
+    warmup_epochs: float = Field(
+        0.0, ge=0.0, description="Linear warm-up from about 0 to `lr` over this many epochs (fractions allowed), "
+                                 "before the schedule.")
+    grad_clip: float | None = Field(
+        5.0, gt=0.0, description="Clip the gradient norm to this value; `null` turns clipping off.")
+    early_stopping_patience: int | None = Field(
+        2, ge=1, description="Stop after this many epochs without `monitor` improving; `null` never stops early. In "
+                             "an ensemble each member also stops, back to its best weights, after this many epochs "
+                             "without improving.")
+    monitor: str = Field(
+        "valid_f1_macro", description="Validation metric that picks `best.pt` and drives early stopping and "
+                                      "`--promote-if-better`: `valid_f1_macro`, `valid_accuracy`, `valid_loss` (lower "
+                                      "is better) or, for `task: multilabel`, `valid_f1_micro`.")
+    class_weights: Literal["none", "balanced"] = Field(
+        "none", description="`balanced` weights the loss by inverse class frequency (as scikit-learn's `balanced`), "
+                            "for imbalanced data; multiclass only.")
+    pos_weight: Literal["none", "balanced"] = Field(
+        "none", description="`task: multilabel`: `balanced` weighs each label's positive examples by its "
+                            "negatives/positives ratio in train, so that rare labels are not ignored.")
+    threshold: float | Literal["per_label"] = Field(
+        0.5, description="`task: multilabel`: a label is predicted when its probability is at or above its threshold: "
+                         "one number for every label, or `per_label` to tune each label's for F1 on the validation "
+                         "split after every epoch.")
+    bucket_chunk: int = Field(
+        50, ge=1, le=100_000, description="Length bucketing: the training order is shuffled, then sorted by length "
+                                          "within chunks of this many batches, so that batches carry little padding.")
+    eval_batch_size: int = Field(128, ge=1, le=MAX_BATCH, description="Batch size for validation; raise it on a GPU.")
+    num_threads: int | None = Field(
+        None, ge=1, le=4096, description="torch CPU threads (`torch.set_num_threads`); `null` keeps torch's default.")
+    precision: Literal["fp32", "bf16", "fp16", "auto"] = Field(
+        "fp32", description="Autocast mixed precision: `fp32`, `bf16`, `fp16` (CUDA only, with a gradient scaler) or "
+                            "`auto` (bf16 where the hardware computes it natively, a CUDA GPU with bf16 or a CPU with "
+                            "AMX; else fp32).")
+    compile: bool = Field(
+        False, description="Wrap the model in `torch.compile`; checkpoints store the plain module. It slows these "
+                           "models down (see the GPU guide).")
+    refit: bool | Literal["auto"] = Field(
+        False, description="`true`: after training, a fresh model trains on train + valid for the epochs validation "
+                           "chose and becomes `best.pt` (the model chosen on validation stays as "
+                           "`checkpoints/selected.pt`). `auto`: when the validation split is carved from train "
+                           "(`data.valid` not set). See the Models guide for when it pays.")
 
     @field_validator("threshold", mode="before")
     @classmethod
@@ -184,12 +286,17 @@ class TrainConfig(Strict):
 
 
 class OutputConfig(Strict):
-    runs_dir: Path = Path("runs")
-    keep_runs: int | None = Field(None, ge=1)  # after a successful train, prune the experiment to this many runs
-    tensorboard: bool = False
-    # after a train, <run>/export/model.onnx from best.pt: `predict RUN` then answers a few texts without importing
-    # torch (0.5 s instead of 2 s cold). auto: when onnx and onnxruntime are installed (the `export` extra)
-    export_onnx: bool | Literal["auto"] = "auto"
+    runs_dir: Path = Field(Path("runs"), description="Folder that holds the `<experiment>/<run-id>/` run folders.")
+    keep_runs: int | None = Field(
+        None, ge=1, description="After each successful `train`, delete the experiment's oldest finished runs beyond "
+                                "the newest N, as `textclf runs prune --keep N` does; `null` keeps every run.")
+    tensorboard: bool = Field(
+        False, description="Write per-epoch scalars and the final hparams to `<run>/tensorboard/` (needs the "
+                           "`tensorboard` extra).")
+    export_onnx: bool | Literal["auto"] = Field(
+        "auto", description="After a completed `train`, export `best.pt` to `<run>/export/model.onnx`, so that "
+                            "`predict RUN` answers a few texts without importing torch. `auto`: when onnx and "
+                            "onnxruntime (the `export` extra) are installed; `true` refuses to start without them.")
 
 
 # `tune:` maps dotted keys of these sections to search ranges; data/output/seed would change what is measured
@@ -205,10 +312,10 @@ RANGE_KEYS = {"low", "high", "log", "choices"}
 class TuneRange(Strict):
     """One searched key of `tune:`: a numeric range {low, high, log} or a list of choices."""
 
-    low: int | float | None = None
-    high: int | float | None = None
-    log: bool = False
-    choices: list[Any] | None = Field(None, min_length=1)
+    low: int | float | None = Field(None, description="Lowest value of a numeric range.")
+    high: int | float | None = Field(None, description="Highest value of a numeric range.")
+    log: bool = Field(False, description="Sample the range on a log scale (needs `low > 0`).")
+    choices: list[Any] | None = Field(None, min_length=1, description="The values to choose from, instead of a range.")
 
     @model_validator(mode="after")
     def _range_or_choices(self) -> TuneRange:
@@ -226,17 +333,33 @@ class TuneRange(Strict):
 
 
 class Config(Strict):
-    experiment: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
-    seed: int = Field(42, ge=0, le=2**32 - 1)  # numpy's and sklearn's seeds are unsigned 32-bit
-    device: str = "auto"
-    task: Literal["multiclass", "multilabel"] = "multiclass"
-    data: DataConfig
-    tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
-    vocab: VocabConfig = Field(default_factory=VocabConfig)
-    model: ModelConfig = Field(default_factory=CNNConfig)
-    train: TrainConfig = Field(default_factory=TrainConfig)
-    output: OutputConfig = Field(default_factory=OutputConfig)
-    tune: dict[str, TuneRange] | None = None  # search space of `textclf tune`; `train` ignores it
+    experiment: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100,
+        description="Name of the experiment: its runs go to `<output.runs_dir>/<experiment>/`.")
+    # numpy's and sklearn's seeds are unsigned 32-bit
+    seed: int = Field(
+        42, ge=0, le=2**32 - 1, description="Seeds model initialization, the validation split and batch order: the "
+                                            "same config and seed on a CPU give the same metrics.")
+    device: str = Field(
+        "auto", description="`auto` (CUDA, then MPS, then CPU), `cpu`, `cuda`, `cuda:N` or `mps`; asking for one that "
+                            "is not there is an error.")
+    task: Literal["multiclass", "multilabel"] = Field(
+        "multiclass", description="`multiclass` (one label per text, softmax) or `multilabel` (a set of labels per "
+                                  "text, possibly empty: a sigmoid per label).")
+    data: DataConfig = Field(description="Where the labelled text is and how to read it.")
+    tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig, description="How a text becomes tokens.")
+    vocab: VocabConfig = Field(
+        default_factory=VocabConfig, description="How tokens become ids, and how many a text keeps.")
+    model: ModelConfig = Field(
+        default_factory=CNNConfig, description="The model family (`model.type`) and its settings.")
+    train: TrainConfig = Field(
+        default_factory=TrainConfig, description="The optimizer, the schedule, early stopping and the hardware "
+                                                 "settings of training.")
+    output: OutputConfig = Field(
+        default_factory=OutputConfig, description="Where runs go and what is written beside them.")
+    tune: dict[str, TuneRange] | None = Field(
+        None, description="Search space of `textclf tune`: dotted `SECTION.KEY` keys mapped to ranges; other commands "
+                          "ignore it.")
 
     @field_validator("device")
     @classmethod
