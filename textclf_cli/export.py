@@ -29,7 +29,7 @@ from textclf_cli.data.vocab import PAD_ID, UNK_ID
 from textclf_cli.errors import ConfigError, RunError
 from textclf_cli.models.build import min_width
 from textclf_cli.runs.checkpoint import LoadedModel, load_model
-from textclf_cli.runs.folders import now_iso
+from textclf_cli.runs.status import now_iso
 from textclf_cli.serving.sidecar import EXTRAS_HINT, SIDECAR_FORMAT, SIDECAR_VERSION, checkpoint_stat, sidecar_path
 
 ONNX_OPSET = 17

@@ -29,19 +29,10 @@ from textclf_cli.runs.checkpoint import (
     new_checkpoint,
     save_checkpoint,
 )
-from textclf_cli.runs.folders import (
-    COMPLETED,
-    FAILED,
-    INTERRUPTED,
-    RUNNING,
-    create_run_dir,
-    lock_run,
-    now_iso,
-    update_latest,
-    write_status,
-)
+from textclf_cli.runs.folders import create_run_dir, lock_run, update_latest
 from textclf_cli.runs.folders import promote_if_better as promote
 from textclf_cli.runs.leftovers import remove_data_leftovers, tidy_experiment
+from textclf_cli.runs.status import COMPLETED, FAILED, INTERRUPTED, RUNNING, now_iso, update_status
 from textclf_cli.training.auto import resolve_auto
 from textclf_cli.training.build import build_trainer
 from textclf_cli.training.distributed import Processes
@@ -140,13 +131,13 @@ def _train_in(run_dir: Path, config: Config, data: PreparedData, amp: Any, resum
         if resuming:  # the run's folder is as it was before this command
             raise Interrupted(f"interrupted by {stop.signal_name} before training resumed; {run_dir} is unchanged") from None
         if is_main:
-            write_status(run_dir, INTERRUPTED, finished_at=now_iso(),
+            update_status(run_dir, INTERRUPTED, finished_at=now_iso(),
                          message=f"stopped by {stop.signal_name} before training began")
         raise Interrupted(f"interrupted by {stop.signal_name} before training began; {run_dir} is marked "
                           f"interrupted; start a new run") from None
     except Exception as exc:  # e.g. an unreadable embeddings file: the run must not look alive or complete
         if is_main and not resuming:  # a failed resume leaves the run's folder as it was
-            write_status(run_dir, FAILED, finished_at=now_iso(), message=str(exc).splitlines()[0] if str(exc) else
+            update_status(run_dir, FAILED, finished_at=now_iso(), message=str(exc).splitlines()[0] if str(exc) else
                          type(exc).__name__)
         raise
 
@@ -171,7 +162,7 @@ def _train_in(run_dir: Path, config: Config, data: PreparedData, amp: Any, resum
         resume_hint = f"resume with: textclf train CONFIG --resume {run_dir}"
         where = "the refit on train + valid" if refitting else f"epoch {state.epoch + 1}"
         if is_main:
-            write_status(run_dir, INTERRUPTED, finished_at=now_iso(), epochs_completed=state.epoch,
+            update_status(run_dir, INTERRUPTED, finished_at=now_iso(), epochs_completed=state.epoch,
                          message=f"stopped by {stop} during {where}; {resume_hint}")
         processes.barrier()  # under torchrun the first rank to exit gets the others killed: let rank 0 finish writing
         holds = (f"{files.BEST_CHECKPOINT} holds the model chosen on validation (epoch {state.best_epoch})"
@@ -180,7 +171,7 @@ def _train_in(run_dir: Path, config: Config, data: PreparedData, amp: Any, resum
                           f"{resume_hint}") from None
     except (TextclfError, Exception) as exc:
         if is_main:
-            write_status(run_dir, FAILED, finished_at=now_iso(), message=str(exc).splitlines()[0] if str(exc) else
+            update_status(run_dir, FAILED, finished_at=now_iso(), message=str(exc).splitlines()[0] if str(exc) else
                          type(exc).__name__)
         if isinstance(exc, NonFiniteLoss):  # raised by every rank at the same batch, so all can meet here
             processes.barrier()
@@ -204,7 +195,7 @@ def _set_up(run_dir: Path, config: Config, data: PreparedData, amp: Any, resumin
     if is_main:
         # a resumed run keeps its started_at and drops what the interruption wrote
         when = {"resumed_at": now_iso(), "finished_at": None, "message": None, "refit": None} if resuming else {"started_at": now_iso()}
-        write_status(run_dir, RUNNING, experiment=config.experiment, run_id=run_dir.name, **when, device=str(device),
+        update_status(run_dir, RUNNING, experiment=config.experiment, run_id=run_dir.name, **when, device=str(device),
                      precision=amp.name, world_size=processes.world_size)
         write_text_atomic(run_dir / files.CONFIG_FILE, resolved_config_yaml(config, data.meta.get("fingerprint")))
         compiled = ", torch.compile" if config.train.compile else ""
@@ -240,7 +231,7 @@ def save_epoch(run_dir: Path, trainer: Trainer, state: TrainState, meta: Checkpo
     save_checkpoint(checkpoints / files.LAST_CHECKPOINT, last_checkpoint(trainer, state, meta))
     history = pd.DataFrame(state.history)
     write_text_atomic(run_dir / files.HISTORY_FILE, history.to_csv(index=False))
-    write_status(run_dir, RUNNING, epochs_completed=state.epoch, best_epoch=state.best_epoch,
+    update_status(run_dir, RUNNING, epochs_completed=state.epoch, best_epoch=state.best_epoch,
                  best_metric=state.best_metric, monitor=trainer.settings.monitor)
 
 
@@ -272,11 +263,11 @@ def finish_run(run_dir: Path, config: Config, state: TrainState, promote_if_bett
     export_for_predict(run_dir, config.output.export_onnx)  # before `completed`: predict may take it from then on
     summary = {"finished_at": now_iso(), "epochs_completed": state.epoch, "best_epoch": state.best_epoch,
                "best_metric": state.best_metric, "monitor": config.train.monitor, "refit": refitted}
-    write_status(run_dir, COMPLETED, **summary)
+    update_status(run_dir, COMPLETED, **summary)
     update_latest(run_dir)
     if promote_if_better:
         promoted, promotion = promote(run_dir, config.train.monitor, state.best_metric)
-        write_status(run_dir, COMPLETED, promoted=promoted, promotion=promotion)
+        update_status(run_dir, COMPLETED, promoted=promoted, promotion=promotion)
         log.info(promotion)  # here, not in cli.py, so that train.log records the decision too
     if config.output.keep_runs:
         keep_newest_runs(run_dir.parent, config.output.keep_runs)

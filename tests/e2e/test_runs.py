@@ -20,8 +20,9 @@ import pytest
 from tests.conftest import run_cli, tiny_config
 from tests.e2e.test_unattended import REPO, start_train, wait_for_epochs
 from textclf_cli.atomic import symlink_atomic
-from textclf_cli.runs.folders import lock_run, read_status
+from textclf_cli.runs.folders import lock_run
 from textclf_cli.runs.prune import prune_runs
+from textclf_cli.runs.status import read_status
 
 LISTING_KEYS = ["experiment", "run_id", "status", "epochs", "monitor", "best_metric", "test_accuracy",
                 "test_f1_macro", "started_at", "duration_s", "tags", "path"]

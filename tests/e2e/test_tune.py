@@ -19,7 +19,7 @@ import pytest
 
 from tests.conftest import run_cli, tiny_config
 from textclf_cli.config import load_config
-from textclf_cli.runs.folders import read_status
+from textclf_cli.runs.status import read_status
 
 REPO = Path(__file__).resolve().parents[2]
 RESULT_LINE = re.compile(r"^best valid_f1_macro (\d\.\d{4}) \(trial (\d+)\); config written to (.+)$")

@@ -20,7 +20,8 @@ import yaml
 from tests.conftest import kill_spawned_workers, run_cli, tiny_config
 from textclf_cli.errors import RunError
 from textclf_cli.runs.checkpoint import load_checkpoint
-from textclf_cli.runs.folders import lock_run, promote_if_better, read_status
+from textclf_cli.runs.folders import lock_run, promote_if_better
+from textclf_cli.runs.status import read_status
 
 REPO = Path(__file__).resolve().parents[2]
 HISTORY_COLUMNS = ["train_loss", "train_accuracy", "valid_loss", "valid_accuracy", "valid_f1_macro", "lr"]

@@ -8,9 +8,10 @@ import time
 from pathlib import Path
 
 from textclf_cli import files
-from textclf_cli.runs.folders import COMPLETED, create_run_dir, lock_run, write_status
+from textclf_cli.runs.folders import create_run_dir, lock_run
 from textclf_cli.runs.leftovers import ORPHAN_AGE_S, remove_data_leftovers
 from textclf_cli.runs.prune import prune_runs
+from textclf_cli.runs.status import COMPLETED, update_status
 
 
 def touch(path: Path, age_s: float = 0) -> Path:
@@ -25,7 +26,7 @@ def touch(path: Path, age_s: float = 0) -> Path:
 def test_prune_removes_textclf_temp_files_nobody_can_be_writing(tmp_path: Path):
     experiment = tmp_path / "exp"
     dead = create_run_dir(tmp_path, "exp")
-    write_status(dead, COMPLETED)
+    update_status(dead, COMPLETED)
     live = create_run_dir(tmp_path, "exp")
     old = ORPHAN_AGE_S + 60
     orphans = [

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from textclf_cli.data.loader import WIDTH_MULTIPLE, batch_indices, clipped_lengths, collate, truncate_ids
-from textclf_cli.data.prepared import EncodedSplit
+from textclf_cli.data.loader import WIDTH_MULTIPLE, batch_indices, clipped_lengths, collate
+from textclf_cli.data.prepared import EncodedSplit, truncate_ids
 from textclf_cli.data.vocab import PAD_ID
 
 

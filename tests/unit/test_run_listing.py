@@ -5,15 +5,9 @@ from __future__ import annotations
 import os
 import time
 
-from textclf_cli.runs.folders import (
-    STARTING_GRACE_S,
-    create_run_dir,
-    honest_status,
-    lock_run,
-    mark_stale_runs,
-    read_status,
-)
+from textclf_cli.runs.folders import STARTING_GRACE_S, create_run_dir, honest_status, lock_run, mark_stale_runs
 from textclf_cli.runs.listing import duration_seconds, format_duration
+from textclf_cli.runs.status import read_status
 
 
 def test_a_created_run_is_running_while_young_then_stale(tmp_path) -> None:

@@ -23,14 +23,13 @@ from textclf_cli.runs.folders import (
     is_live,
     left_alone,
     lock_run,
-    read_status,
     refuse_model_as_output,
     run_folders,
     run_order,
     update_latest,
-    write_status,
 )
 from textclf_cli.runs.prune import prune_runs
+from textclf_cli.runs.status import read_status, update_status
 
 
 def test_run_order_sorts_numeric_suffixes_as_numbers():
@@ -145,7 +144,7 @@ def test_the_run_lock_is_a_regular_file_opened_for_writing(tmp_path: Path, monke
 
 def test_a_file_system_that_cannot_lock_is_one_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     run_dir = create_run_dir(tmp_path, "exp")
-    write_status(run_dir, "running")
+    update_status(run_dir, "running")
 
     def no_locks(fd, operation):
         raise OSError(errno.ENOLCK, "No locks available")
@@ -170,7 +169,7 @@ def test_a_status_json_that_is_not_an_object_is_a_damaged_run(tmp_path: Path, mo
     (damaged / "status.json").write_text("[]")
     assert read_status(damaged) is None
     made = create_run_dir(tmp_path, "exp")  # a new train of the experiment
-    write_status(made, "completed")
+    update_status(made, "completed")
     assert prune_runs(experiment, keep=1) == []
     assert run_folders(experiment) == [made] and left_alone(experiment) == [(damaged, DAMAGED)]
     assert warnings == [f"{damaged / 'status.json'}: damaged (not a JSON object); textclf leaves this run alone "

@@ -2,40 +2,37 @@
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import os
 import re
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from textclf_cli import files
-from textclf_cli.atomic import symlink_atomic, write_json_atomic
+from textclf_cli.atomic import symlink_atomic
 from textclf_cli.console import log
 from textclf_cli.errors import ConfigError, RunError
 from textclf_cli.metrics import is_better
 from textclf_cli.runs.locks import flock, open_lock_file, same_file
+from textclf_cli.runs.status import (
+    CREATED,
+    RUNNING,
+    STALE,
+    TOOL,
+    RunStatus,
+    now_iso,
+    read_status,
+    write_status,
+)
 
-RUNNING, COMPLETED, FAILED, INTERRUPTED = "running", "completed", "failed", "interrupted"
-STALE = "stale"  # said `running`, but no process holds the run's lock any more (SIGKILL, power cut)
-# status.json's first word, written with the folder; the creating process takes the run's lock at once, so a
-# `created` run this old that nobody holds was left by a process that died in that instant.
-CREATED = "created"
-STARTING_GRACE_S = 60
+STARTING_GRACE_S = 60  # a `created` run older than this that nobody holds was left by a dead process
 # what `textclf runs` shows for a folder it leaves alone (never pruned, never a `latest`)
 DAMAGED = "damaged"  # a run-id folder whose status.json is not a JSON object
 NOT_A_RUN = "not a textclf run"  # holds status.json, checkpoints/ or config.yaml, but textclf did not make it
 
-# the marker create_run_dir writes: a folder is a run only if textclf made it
-TOOL = "textclf"
-RUN_FORMAT_VERSION = 1
 RUN_ID = re.compile(r"\d{8}-\d{6}(?:-\d+)?")  # YYYYmmdd-HHMMSS[-N], in UTC
 RUN_ENTRIES = (files.STATUS_FILE, files.CHECKPOINTS_DIR, files.CONFIG_FILE)
-
-
-def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def id_stamp() -> str:
@@ -56,27 +53,11 @@ def create_run_dir(runs_dir: Path, experiment: str) -> Path:
             run_dir.mkdir()
         except FileExistsError:
             continue
-        write_status(run_dir, CREATED, tool=TOOL, format_version=RUN_FORMAT_VERSION, experiment=experiment,
-                     run_id=run_dir.name, created_at=now_iso())
+        write_status(run_dir, RunStatus(CREATED, experiment=experiment, run_id=run_dir.name, created_at=now_iso(),
+                                        updated_at=now_iso(), pid=os.getpid()))
         (run_dir / files.CHECKPOINTS_DIR).mkdir()
         return run_dir
     raise RunError(f"{experiment_dir}: could not find a free run folder name for {stamp}")
-
-
-def write_status(run_dir: Path, status: str, **fields: Any) -> dict[str, Any]:
-    record = read_status(run_dir) or {}
-    record.update(fields, status=status, updated_at=now_iso(), pid=os.getpid())
-    write_json_atomic(run_dir / files.STATUS_FILE, record)
-    return record
-
-
-def read_status(run_dir: Path) -> dict[str, Any] | None:
-    """status.json as a dict; None when it is missing or damaged (not JSON, or JSON that is not an object)."""
-    try:
-        record = json.loads((run_dir / files.STATUS_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError):
-        return None
-    return record if isinstance(record, dict) else None
 
 
 def is_run_id(name: str) -> bool:
@@ -314,8 +295,8 @@ def mark_stale_runs(experiment_dir: Path) -> list[Path]:
             status = read_status(run_dir) or {}  # again, under the lock: a resume may have run meanwhile
             if not needs_marking(status):
                 continue
-            status.update(status=STALE, stale_since=now_iso(), message=stale_message(run_dir, status))
-            write_json_atomic(run_dir / files.STATUS_FILE, status)
+            write_status(run_dir, dataclasses.replace(RunStatus.from_dict(status), status=STALE, stale_since=now_iso(),
+                                                      message=stale_message(run_dir, status)))
             marked.append(run_dir)
         except OSError:  # e.g. a read-only runs folder served to predict: listing still says stale
             pass

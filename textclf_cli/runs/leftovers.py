@@ -10,7 +10,8 @@ import time
 from pathlib import Path
 
 from textclf_cli import files
-from textclf_cli.runs.folders import RUNNING, experiment_lock, honest_status, read_status, run_folders, try_lock_run
+from textclf_cli.runs.folders import experiment_lock, honest_status, run_folders, try_lock_run
+from textclf_cli.runs.status import RUNNING, read_status
 
 ORPHAN_AGE_S = 3600  # a temp file or folder nobody has written to for an hour belongs to a dead process
 # .<file>.<random>.tmp from atomic.write_atomic (mkstemp: 8 random characters) or .<link>.<pid>.tmp

@@ -14,15 +14,13 @@ from textclf_cli import files
 from textclf_cli.errors import RunError
 from textclf_cli.runs.folders import (
     DAMAGED,
-    RUNNING,
-    STALE,
     honest_status,
     left_alone,
     mark_stale_runs,
-    read_status,
     run_folders,
     sortable_run_order,
 )
+from textclf_cli.runs.status import RUNNING, STALE, read_status
 
 
 @dataclass

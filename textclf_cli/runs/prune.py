@@ -10,20 +10,10 @@ from pathlib import Path
 from textclf_cli import files
 from textclf_cli.console import log
 from textclf_cli.errors import RunError
-from textclf_cli.runs.folders import (
-    COMPLETED,
-    FAILED,
-    INTERRUPTED,
-    STALE,
-    experiment_lock,
-    honest_status,
-    mark_stale_runs,
-    read_status,
-    run_folders,
-    try_lock_run,
-)
+from textclf_cli.runs.folders import experiment_lock, honest_status, mark_stale_runs, run_folders, try_lock_run
 from textclf_cli.runs.leftovers import remove_run_leftovers
 from textclf_cli.runs.listing import experiment_dirs, is_experiment_dir
+from textclf_cli.runs.status import COMPLETED, FAILED, INTERRUPTED, STALE, read_status
 
 PRUNABLE = {COMPLETED, FAILED, INTERRUPTED, STALE}
 DELETING_PREFIX = ".deleting-"

@@ -15,17 +15,9 @@ from textclf_cli.atomic import write_text_atomic
 from textclf_cli.config import Config, TuneRange, config_to_dict, flat_differences, load_config, with_absolute_paths
 from textclf_cli.console import log
 from textclf_cli.errors import ConfigError, RunError
-from textclf_cli.runs.folders import (
-    COMPLETED,
-    RUNNING,
-    experiment_lock,
-    honest_status,
-    id_stamp,
-    point_link,
-    read_status,
-    run_folders,
-)
+from textclf_cli.runs.folders import experiment_lock, honest_status, id_stamp, point_link, run_folders
 from textclf_cli.runs.prune import delete_run, remove_leftovers
+from textclf_cli.runs.status import COMPLETED, RUNNING, read_status
 from textclf_cli.tuning import space as spaces
 
 STUDY_NAME = "textclf"
