@@ -67,12 +67,9 @@ class Tokenizer:
 
 
 def _import_nltk() -> None:
-    """Import nltk without the scipy.stats and scikit-learn imports its package __init__ makes for
-    collocation statistics and classifier wrappers (guarded by `except ImportError` there).
-
-    Those two imports were ~1.2 s of a cold `textclf predict`; tokenizers never use them. They are only
-    hidden while nltk loads and stay importable afterwards.
-    """
+    """Import nltk with scipy.stats and scikit-learn hidden: its __init__ imports them (under `except ImportError`)
+    for collocation statistics and classifier wrappers that tokenizers never use; they stay importable afterwards."""
+    # spares every cold predict those two imports; bench/RESULTS.md "Cold-start tricks (layout session)" has the figure
     if "nltk" in sys.modules:
         return
     hidden = {name: sys.modules.get(name) for name in ("scipy.stats", "scipy.stats.stats", "sklearn")}

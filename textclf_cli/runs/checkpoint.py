@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import pickle
 import zipfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -139,30 +137,11 @@ class LoadedModel:
     label_separator: str = "|"  # multilabel: joins label sets in CSV output
 
 
-INIT_FUNCTIONS = ("uniform_", "normal_", "trunc_normal_", "constant_", "zeros_", "ones_", "xavier_uniform_",
-                  "xavier_normal_", "kaiming_uniform_", "kaiming_normal_", "orthogonal_")
-
-
-@contextmanager
-def skipped_init() -> Iterator[None]:
-    """torch.nn.init as no-ops while a model is built for its checkpoint: on the meta device normal_ runs through
-    torch._refs, whose first call imports torch._dynamo (about 0.6 s of a cold single predict)."""
-    saved = {name: getattr(nn.init, name) for name in INIT_FUNCTIONS}
-    try:
-        for name in INIT_FUNCTIONS:
-            setattr(nn.init, name, lambda tensor, *args, **kwargs: tensor)
-        yield
-    finally:
-        for name, function in saved.items():
-            setattr(nn.init, name, function)
-
-
 def load_model(path: Path, device: torch.device) -> LoadedModel:
     checkpoint = load_checkpoint(path, mmap=True)
     try:
         meta = CheckpointMeta.from_dict(checkpoint)
-        with torch.device("meta"), skipped_init():  # no memory and no init for weights the checkpoint replaces
-            model = build_model(meta.model_type, len(meta.vocab), len(meta.labels), meta.model_kwargs)
+        model = build_model(meta.model_type, len(meta.vocab), len(meta.labels), meta.model_kwargs)
         model.load_state_dict(checkpoint["state_dict"], assign=True)
     except (KeyError, TypeError, RuntimeError) as exc:
         raise RunError(f"{path}: checkpoint is incomplete or does not match its model ({str(exc)[:160]})") from None
