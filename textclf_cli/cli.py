@@ -39,7 +39,7 @@ class Precision(str, Enum):
     fp16 = "fp16"
 
 
-# 128 was the fastest CPU inference batch for the IMDb TextCNN (3,400 reviews/s vs 1,950 at 512); GPUs like more.
+# 128: larger CPU inference batches were slower for the shipped CNN (bench/RESULTS.md); GPUs like more.
 BatchSizeOption = Annotated[int, typer.Option("--batch-size", min=1, help="Texts per forward pass.")]
 PrecisionOption = Annotated[
     Precision, typer.Option("--precision", help="auto (bf16 where the GPU/CPU computes it natively, else fp32), fp32, bf16.")

@@ -44,9 +44,9 @@ def inference_dtype(requested: str, device: torch.device) -> torch.dtype | None:
 
 def _native_bf16(device: torch.device, training: bool = True) -> bool:
     # Emulated bf16 (pre-Ampere GPUs, CPUs without AMX or AVX512-BF16) is slower than fp32, so auto only takes
-    # bf16 where the hardware has it. On an AMX CPU, oneDNN's bf16 convolutions made a TextCNN step ~1.7x
-    # faster. AVX512-BF16 alone (AMD Zen 4/5) made IMDb TextCNN inference 2.3x faster with the same test
-    # accuracy (bench/RESULTS.md); training there is not measured yet, so it keeps fp32.
+    # bf16 where the hardware has it. On an AMX CPU oneDNN's bf16 convolutions speed up a TextCNN step;
+    # AVX512-BF16 alone (AMD Zen 4/5) speeds up TextCNN inference at the same test accuracy (bench/RESULTS.md).
+    # Training there is not measured yet, so it keeps fp32.
     if device.type == "cpu":
         return _cpu_has("_is_amx_tile_supported") or (not training and _cpu_has("_is_avx512_bf16_supported"))
     if device.type != "cuda":

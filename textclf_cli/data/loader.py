@@ -11,7 +11,7 @@ from textclf_cli.data.prepared import EncodedSplit, truncate_ids  # in prepared.
 from textclf_cli.data.vocab import PAD_ID
 
 # Batch widths are rounded up to a multiple of this: on CPU every new input shape costs oneDNN a fresh
-# kernel setup (measured 2.4x slower CNN epochs and more memory with exact widths); masks keep the extra
+# kernel setup (exact widths made CNN epochs slower and used more memory); masks keep the extra
 # padding out of the results.
 WIDTH_MULTIPLE = 32
 

@@ -106,7 +106,7 @@ def _make_splitter(kind: str) -> Callable[[str], list[str]]:
 
 
 def _regexp_splitter() -> Callable[[str], list[str]]:
-    """The same tokens as nltk's RegexpTokenizer(WORD_OR_PUNCT), about 3.5x faster and without importing nltk.
+    """The same tokens as nltk's RegexpTokenizer(WORD_OR_PUNCT), faster and without importing nltk.
 
     nltk compiles the pattern with the `regex` engine and these flags, and runs every match under a
     wall-clock timeout (a guard against caller-supplied patterns); ours is fixed and linear, so we call the

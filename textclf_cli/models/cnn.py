@@ -41,8 +41,8 @@ class TextCNN(nn.Module):
             token_ids = nn.functional.pad(token_ids, (0, self.min_width - token_ids.size(1)), value=0)
         embedded = self.word_dropout(self.embedding(token_ids))  # (B, T) -> (B, T, E)
         # The same memory seen as (B, E, 1, T) is a channels-last image, so a 2-D convolution with a 1 x k
-        # kernel reads the embeddings as they lie: no transpose copy and no oneDNN layout reorders
-        # (measured 2x faster than Conv1d on a contiguous (B, E, T) copy, in fp32 and bf16 alike).
+        # kernel reads the embeddings as they lie: no transpose copy and no oneDNN layout reorders, which made
+        # Conv1d on a contiguous (B, E, T) copy slower in fp32 and bf16 alike.
         planes = embedded.unsqueeze(1).permute(0, 3, 1, 2)  # (B, T, E) -> (B, E, 1, T)
         features = [
             self._pool(F.conv2d(planes, conv.weight.unsqueeze(2), conv.bias), lengths, k)  # (B, F, 1, T')
@@ -57,23 +57,23 @@ class TextCNN(nn.Module):
         Only windows that start inside the text count, so extra batch padding never changes the result; a text
         shorter than the filter keeps its first window (text + pad zeros). relu and max commute, and 0 is neutral
         once relu follows, so the other windows are zeroed and one global max pool reads the channels-last memory
-        as it lies: 7x faster than amax over time in bf16 (whose CPU reduction is not vectorized), 1.5x in fp32.
+        as it lies, faster than amax over time (most of all in bf16, whose CPU reduction is not vectorized).
         """
         valid_lengths = (lengths - width + 1).clamp(min=1)  # (B,) >= 1
         positions = torch.arange(conv_out.size(3), device=conv_out.device)
         valid = positions[None, :] < valid_lengths[:, None]  # (B, T')
         # Windows before the batch's shortest text end are valid in every row, so only the tail is zeroed.
         # A traced export (ONNX, TorchScript) or torch.compile must not bake one batch's value in: mask all there.
-        # (torch.compiler.is_compiling imports torch._dynamo, ~0.6 s of a cold predict; compiling has imported it)
+        # (torch.compiler.is_compiling imports torch._dynamo, slow on a cold predict; compiling has imported it)
         fixed_graph = torch.jit.is_tracing() or ("torch._dynamo" in sys.modules and torch.compiler.is_compiling())
-        if fixed_graph:  # out of place: a traced slice assignment exports as ScatterND (2x slower in onnxruntime)
+        if fixed_graph:  # out of place: a traced slice assignment exports as ScatterND, slow in onnxruntime
             conv_out = conv_out * valid[:, None, None, :].to(conv_out.dtype)
         elif (head := int(valid_lengths.min())) < conv_out.size(3):  # in place: the conv's backward needs no output
             conv_out[..., head:].mul_(valid[:, None, None, head:].to(conv_out.dtype))
         pooled = F.adaptive_max_pool2d(conv_out, 1).flatten(1).relu()  # (B, F)
         if self.pooling != "max_mean":
             return pooled
-        # (B, F, 1, T') seen as (B, T', F): contiguous rows (2.5-4x faster than reducing the strided view). The
+        # (B, F, 1, T') seen as (B, T', F): contiguous rows, faster to reduce than the strided view. The
         # masked sum as a batched matmul (B, 1, T') @ (B, T', F), accumulated in fp32 even under bf16.
         activated = conv_out.squeeze(2).transpose(1, 2).relu()  # not in place: the max pool's backward reads it
         total = torch.bmm(valid.to(activated.dtype)[:, None, :], activated).squeeze(1).float()  # (B, F)

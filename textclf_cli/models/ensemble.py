@@ -5,7 +5,7 @@ member is still converging, and a shared loss would let the faster one starve th
 the members' logits, `mix * network + (1 - mix) * ngram`; after every epoch `mix` is refitted to the
 validation data (models that differ in calibration need unequal weights), and it is saved with the weights.
 The mix is chosen by validation accuracy, the loss breaking ties: an overconfident network (train accuracy near
-100%) drags the loss-optimal mix towards itself, which cost 0.8 points of IMDb validation accuracy.
+perfect) drags the loss-optimal mix towards itself, at a cost in accuracy.
 """
 
 from __future__ import annotations

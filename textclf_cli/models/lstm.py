@@ -1,6 +1,6 @@
 """(Bi)LSTM classifier on padded, length-bucketed batches whose padding never reaches the result.
 
-Packed sequences keep padding out too, but their backward pass is ~9x slower on CPU. Here the backward
+Packed sequences keep padding out too, but their backward pass is much slower on CPU. Here the backward
 direction runs on each text reversed within its own length, so pads always come after the real tokens
 in both directions and never flow into the states read at positions < length.
 """

@@ -50,7 +50,7 @@ class NgramLogReg(nn.Module):
         if chars:  # (vocab, K) feature ids of each word's character n-grams, 0 for none; filled by fit_counts
             self.register_buffer("word_chars", torch.zeros(vocab_size, 0, dtype=torch.int32))
         # each feature's row in the table below, 0 for the features dropped by min_df: the table then holds the
-        # kept n-grams only (IMDb: 1.4M of 8.4M buckets), so a large, nearly collision-free hash space costs
+        # kept n-grams only (a small share of the buckets), so a large, nearly collision-free hash space costs
         # the optimizer and the checkpoint no more than the n-grams the data has. Filled by fit_counts.
         self.register_buffer("table_row", torch.zeros(features, dtype=torch.int32))
         self.weight = nn.Parameter(torch.zeros(1, num_classes))  # row 0 stands for every dropped feature: zero

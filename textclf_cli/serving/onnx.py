@@ -1,5 +1,5 @@
 """Predict from an exported ONNX model with onnxruntime: its sidecar says how texts become ids. Nothing here imports
-torch, so a cold single predict skips torch's ~2 s import; reading texts and formatting are predict.py's."""
+torch, so a cold single predict skips torch's slow import; reading texts and formatting are predict.py's."""
 
 from __future__ import annotations
 
@@ -77,7 +77,7 @@ def run_export_scorer(checkpoint: Path, run_dir: Path | None, checkpoint_scorer:
     predict, no torch import) and the checkpoint for more (bf16 and several threads there outrun onnxruntime's
     fp32); None unless the export was made from this very checkpoint file and onnxruntime is installed. Both run
     the same weights in fp32 for a few texts, so the probabilities differ by no more than the export's parity
-    check allows. onnxruntime and the model are loaded (~1 s) only when the export scores."""
+    check allows. onnxruntime and the model are loaded only when the export scores."""
     model_file = run_dir / EXPORT_DIR / EXPORT_ONNX if run_dir is not None else None
     if model_file is None or not model_file.is_file() or importlib.util.find_spec("onnxruntime") is None:
         return None

@@ -52,8 +52,8 @@ class Scorer:
     label_separator: str = "|"
 
 
-# oneDNN sets up its bf16 CPU kernels on first use: +0.7 s for a cold single predict of the IMDb CNN, which bf16
-# (3,130 vs 1,938 reviews/s) only earns back after about 3,500 texts; so `auto` keeps fewer texts in fp32
+# oneDNN sets up its bf16 CPU kernels on first use, a cost bf16's faster scoring earns back only over some
+# thousands of texts (bench/RESULTS.md, "Prediction speed and bf16"); so `auto` keeps fewer texts in fp32
 BF16_MIN_TEXTS_ON_CPU = 4096
 
 
@@ -127,7 +127,7 @@ def rows(predictions: Predictions, top_k: int | None) -> list[dict]:
     result = []
     labels = predictions.labels
     k = len(labels) if not top_k else min(top_k, len(labels))
-    # sorted for all texts at once and read as Python floats: numpy calls per text cost 0.3 s of 25k texts
+    # sorted for all texts at once and read as Python floats: numpy calls per text add up over large inputs
     orders = np.argsort(-predictions.probabilities, axis=1, kind="stable")[:, :k].tolist()
     thresholds = predictions.thresholds.tolist() if predictions.multilabel else None
     for text, order, probs in zip(predictions.texts, orders, predictions.probabilities.tolist()):

@@ -1,8 +1,8 @@
 """The refit: once validation has chosen how long each model trains (and the ensemble's mix), a fresh model
 trains that long on train + valid, and becomes best.pt.
 
-A validation split carved from the training file costs the model 10% of its data, which on a few thousand
-sentences is worth tenths of a point (TF-IDF+LR, the baseline users compare with, fits on all of it). The
+A validation split carved from the training file costs the model data.valid_fraction of its data, which on a
+few thousand sentences shows in test accuracy (TF-IDF+LR, the baseline users compare with, fits on all of it). The
 refit keeps every choice the validation split made: the epochs behind each member's best weights, the mix, the
 multi-label thresholds; the seed, batch order and lr schedule are the selection run's. This is the second
 meta-algorithm of Goodfellow, Bengio and Courville, Deep Learning, section 7.8 (algorithm 7.2). The model chosen

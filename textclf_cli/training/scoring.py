@@ -2,7 +2,7 @@
 
 An ensemble member keeps training while its own validation score improves (the monitored metric rises or its
 loss falls). After train.early_stopping_patience epochs without either, it goes back to its best weights and
-trains no more: on IMDb the CNN peaks after 1-2 epochs while the n-gram model is still converging at 4-5, so one shared
+trains no more: the network peaks within a few epochs while the n-gram model is still converging, so one shared
 stopping point cost one of them its best epoch, and a stopped network no longer costs the epochs the n-gram
 model still needs. Under DDP members train to the end together (a member that skips its forward would leave
 DDP waiting for its gradients).
