@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import io
 import os
 import sys
 from collections.abc import Callable
@@ -14,7 +13,7 @@ from typing import Annotated, Any
 import typer
 import typer.core
 
-from textclf_cli import console, files
+from textclf_cli import console
 from textclf_cli.errors import ConfigError, Interrupted, TextclfError
 
 app = typer.Typer(
@@ -276,80 +275,16 @@ def predict(
 ) -> None:
     """Label texts with a trained model; the checkpoint alone, or its ONNX export (no torch import), is enough."""
     console.setup_logging(quiet)
-    check_predict_options(output_format, output, input_file, texts or [])
-    from textclf_cli import predict as predicting
-    from textclf_cli.runs.folders import refuse_model_as_output
-    from textclf_cli.serving import onnx as onnx_predict
-    from textclf_cli.serving import scoring
+    from textclf_cli.predict import PredictOptions
+    from textclf_cli.predict import predict as predict_texts
 
-    onnx = onnx_predict.is_onnx_target(target)
-    if onnx:  # fp32 on the CPU, settings from the sidecar: refuse what does not apply before reading any input
-        onnx_predict.check_onnx_options(device, precision.value, overrides)
-    stream = predicting.iter_texts(texts or [], input_file, text_column)
-    if onnx:
-        refuse_model_as_output("predict", output, _onnx_files(Path(target)), None)
-        scorer = onnx_predict.onnx_scorer(Path(target))
-    else:
-        checkpoint, run_dir = _resolve_target(target, overrides)
-        exported = [] if run_dir is None else _onnx_files(run_dir / files.EXPORT_DIR / files.EXPORT_ONNX)
-        refuse_model_as_output("predict", output, [checkpoint, *exported], run_dir)
-        scorer = _checkpoint_scorer(checkpoint, run_dir, device, precision.value)
-    chunks = scoring.predict_stream(scorer, stream, batch_size=batch_size)
-    if output_format is OutputFormat.table:
-        for chunk in chunks:
-            predicting.show_table(scoring.rows(chunk, top_k))
-        return
-    if output is None:
-        predicting.write_stream(chunks, output_format.value, sys.stdout, top_k)
-        return
-    from textclf_cli.atomic import write_atomic
-
-    written = []  # the file appears (atomically) only once every text is predicted
-
-    def write(handle) -> None:
-        text = io.TextIOWrapper(handle, encoding="utf-8", newline="")
-        written.append(predicting.write_stream(chunks, output_format.value, text, top_k))
-        text.flush()
-        text.detach()  # write_atomic closes the file itself
-
-    write_atomic(output, write)
-    console.result(f"{written[0]} prediction(s) written to {output}")
-
-
-def _onnx_files(model: Path) -> list[Path]:
-    """An ONNX model and its sidecar, from either of the two."""
-    from textclf_cli.serving.sidecar import sidecar_path
-
-    onnx = model.with_suffix("") if model.suffix.lower() == ".json" else model
-    return [onnx, sidecar_path(onnx)]
-
-
-def _checkpoint_scorer(checkpoint: Path, run_dir: Path | None, device: str, precision: str):
-    """The scorer of a checkpoint, or of its run's export for a few texts on the CPU in fp32. torch is
-    imported only once the checkpoint is loaded, never on an ONNX path."""
-    from textclf_cli.serving.onnx import run_export_scorer
-
-    def from_checkpoint():
-        from textclf_cli.device import resolve_device
-        from textclf_cli.runs.checkpoint import load_model
-        from textclf_cli.serving.scoring import checkpoint_scorer
-
-        return checkpoint_scorer(load_model(checkpoint, resolve_device(device)), precision)
-
-    export = run_export_scorer(checkpoint, run_dir, from_checkpoint) \
-        if device in ("auto", "cpu") and precision in ("auto", "fp32") else None
-    return export or from_checkpoint()
-
-
-def check_predict_options(output_format: OutputFormat, output: Path | None, input_file: Path | None,
-                          texts: list[str]) -> None:
-    """Refuse contradictory options before loading a model or reading any input."""
-    if output_format is OutputFormat.table and output is not None:
-        raise ConfigError("predict: --output needs --format jsonl or csv (the table is for the terminal)")
-    if output is not None and output.is_dir():
-        raise ConfigError(f"predict: --output {output} is a folder; name a file, e.g. {output / 'predictions.jsonl'}")
-    if input_file is not None and texts:
-        raise ConfigError("predict: give texts as arguments or --input FILE, not both")
+    options = PredictOptions(target=target, texts=texts or [], input_file=input_file, text_column=text_column,
+                             output_format=output_format.value, output=output, top_k=top_k,
+                             overrides=list(overrides or []), device=device, precision=precision.value,
+                             batch_size=batch_size)
+    written = predict_texts(options, _resolve_target)
+    if written is not None:
+        console.result(f"{written} prediction(s) written to {output}")
 
 
 @runs_app.command("list")

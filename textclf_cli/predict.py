@@ -8,13 +8,106 @@ import io
 import itertools
 import json
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from textclf_cli import files
+from textclf_cli.atomic import write_atomic
 from textclf_cli.data.sources import iter_texts_file
 from textclf_cli.errors import ConfigError, DataError
-from textclf_cli.serving.scoring import Predictions, rows
+from textclf_cli.runs.folders import refuse_model_as_output
+from textclf_cli.serving import onnx as onnx_predict
+from textclf_cli.serving.scoring import Predictions, Scorer, predict_stream, rows
+from textclf_cli.serving.sidecar import sidecar_path
+
+TargetResolver = Callable[[str, list[str]], tuple[Path, Path | None]]  # TARGET, --set -> (checkpoint, run folder)
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """What one `textclf predict` asks for: the model, the texts, how to score them and where the results go."""
+
+    target: str  # config, run folder, checkpoint, or an ONNX export (.onnx or its sidecar .json)
+    texts: list[str] = field(default_factory=list)  # ["-"]: read stdin
+    input_file: Path | None = None
+    text_column: str = "text"
+    output_format: str = "table"  # table, jsonl or csv
+    output: Path | None = None
+    top_k: int | None = None
+    overrides: list[str] = field(default_factory=list)
+    device: str = "auto"
+    precision: str = "auto"
+    batch_size: int = 128
+
+
+def predict(options: PredictOptions, resolve_target: TargetResolver) -> int | None:
+    """Label the texts and print or write them; how many went to --output (None: printed as they came).
+
+    Contradictory options fail first, then an empty input, before any model is loaded."""
+    check_predict_options(options)
+    onnx = onnx_predict.is_onnx_target(options.target)
+    if onnx:  # fp32 on the CPU, settings from the sidecar: refuse what does not apply before reading any input
+        onnx_predict.check_onnx_options(options.device, options.precision, options.overrides)
+    stream = iter_texts(options.texts, options.input_file, options.text_column)
+    scorer = onnx_target_scorer(options) if onnx else checkpoint_target_scorer(options, resolve_target)
+    chunks = predict_stream(scorer, stream, batch_size=options.batch_size)
+    if options.output_format == "table":
+        for chunk in chunks:
+            show_table(rows(chunk, options.top_k))
+        return None
+    if options.output is None:
+        write_stream(chunks, options.output_format, sys.stdout, options.top_k)
+        return None
+    return write_file(chunks, options.output_format, options.output, options.top_k)
+
+
+def check_predict_options(options: PredictOptions) -> None:
+    """Refuse contradictory options before loading a model or reading any input."""
+    output = options.output
+    if options.output_format == "table" and output is not None:
+        raise ConfigError("predict: --output needs --format jsonl or csv (the table is for the terminal)")
+    if output is not None and output.is_dir():
+        raise ConfigError(f"predict: --output {output} is a folder; name a file, e.g. {output / 'predictions.jsonl'}")
+    if options.input_file is not None and options.texts:
+        raise ConfigError("predict: give texts as arguments or --input FILE, not both")
+
+
+def onnx_target_scorer(options: PredictOptions) -> Scorer:
+    model = Path(options.target)
+    refuse_model_as_output("predict", options.output, onnx_files(model), None)
+    return onnx_predict.onnx_scorer(model)
+
+
+def checkpoint_target_scorer(options: PredictOptions, resolve_target: TargetResolver) -> Scorer:
+    checkpoint, run_dir = resolve_target(options.target, options.overrides)
+    exported = [] if run_dir is None else onnx_files(run_dir / files.EXPORT_DIR / files.EXPORT_ONNX)
+    refuse_model_as_output("predict", options.output, [checkpoint, *exported], run_dir)
+    return checkpoint_scorer(checkpoint, run_dir, options.device, options.precision)
+
+
+def onnx_files(model: Path) -> list[Path]:
+    """An ONNX model and its sidecar, from either of the two."""
+    onnx = model.with_suffix("") if model.suffix.lower() == ".json" else model
+    return [onnx, sidecar_path(onnx)]
+
+
+def checkpoint_scorer(checkpoint: Path, run_dir: Path | None, device: str, precision: str) -> Scorer:
+    """The scorer of a checkpoint, or of its run's export for a few texts on the CPU in fp32. torch is
+    imported only once the checkpoint is loaded, never on an ONNX path."""
+
+    def from_checkpoint() -> Scorer:
+        # imported here, not at the top: these import torch, which the ONNX path never needs
+        from textclf_cli.device import resolve_device
+        from textclf_cli.runs.checkpoint import load_model
+        from textclf_cli.serving import scoring
+
+        return scoring.checkpoint_scorer(load_model(checkpoint, resolve_device(device)), precision)
+
+    export = onnx_predict.run_export_scorer(checkpoint, run_dir, from_checkpoint) \
+        if device in ("auto", "cpu") and precision in ("auto", "fp32") else None
+    return export or from_checkpoint()
 
 
 def iter_texts(texts: list[str], input_file: Path | None, text_column: str) -> Iterator[str]:
@@ -55,6 +148,20 @@ def write_stream(predictions: Iterable[Predictions], output_format: str, handle:
         handle.flush()
         count += len(records)
     return count
+
+
+def write_file(predictions: Iterable[Predictions], output_format: str, output: Path, top_k: int | None) -> int:
+    """write_stream into `output`, which appears (atomically) only once every text is predicted."""
+    written = []
+
+    def write(handle: IO[bytes]) -> None:
+        text = io.TextIOWrapper(handle, encoding="utf-8", newline="")
+        written.append(write_stream(predictions, output_format, text, top_k))
+        text.flush()
+        text.detach()  # write_atomic closes the file itself
+
+    write_atomic(output, write)
+    return written[0]
 
 
 def format_jsonl(records: list[dict]) -> str:

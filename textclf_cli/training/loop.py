@@ -21,63 +21,88 @@ from textclf_cli.training.state import LoopSettings, NonFiniteLoss, StopRequeste
 
 def fit(trainer: Trainer, state: TrainState, on_epoch_end: Callable[[TrainState, bool], None]) -> TrainState:
     """Run epochs state.epoch+1 .. epochs; on_epoch_end(state, improved) saves files after each one."""
-    settings, model = trainer.settings, trainer.plain_model
+    settings = trainer.settings
     if state.members is not None:  # a resumed ensemble: members that had stopped stay stopped
-        model.stopped[:] = [member.stopped for member in state.members]
+        trainer.plain_model.stopped[:] = [member.stopped for member in state.members]
     for epoch in range(state.epoch + 1, settings.epochs + 1):
         if state.every_member_stopped() or out_of_patience(state, settings):  # a resumed run that had stopped early
             break
-        clock = time.perf_counter()
-        if trainer.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(trainer.device)
-        with cuda_oom_hint(trainer, f"training epoch {epoch}", f"train.batch_size (now {settings.batch_size})"):
-            train_loss, train_accuracy = train_one_epoch(trainer, epoch)
-        with cuda_oom_hint(trainer, f"validation after epoch {epoch}",
-                           f"train.eval_batch_size (now {settings.eval_batch_size})"):
-            valid = validate(trainer, state)
-        if not math.isfinite(valid["loss"]):  # the last step of the epoch can break the weights after its loss
-            raise NonFiniteLoss(f"the validation loss became {valid['loss']} after epoch {epoch}; nothing was saved "
-                                f"from this state: lower train.lr or set train.grad_clip")
-        row = {
-            "epoch": epoch,
-            "train_loss": train_loss,
-            "train_accuracy": train_accuracy,
-            "valid_loss": valid["loss"],
-            "valid_accuracy": valid["accuracy"],
-            "valid_f1_macro": valid["f1_macro"],
-            **({"valid_f1_micro": valid["f1_micro"]} if "f1_micro" in valid else {}),
-            "lr": trainer.optimizer.param_groups[0]["lr"],
-            "seconds": round(time.perf_counter() - clock, 3),
-            **gpu_memory_column(trainer.device),
-        }
+        row, valid = run_epoch(trainer, state, epoch)
         state.history.append(row)
         state.epoch, state.thresholds = epoch, valid.get("thresholds")
-        value = row[settings.monitor]
-        improved = is_better(settings.monitor, value, state.best_metric)
-        if improved:
-            state.best_metric, state.best_epoch, state.epochs_without_improvement = value, epoch, 0
-            record_epochs_in_best(state)
-        elif valid.get("member_improved"):  # an ensemble member still learning: not an epoch without improvement
-            state.epochs_without_improvement = 0
-        else:
-            state.epochs_without_improvement += 1
-        extra = f" valid_f1_micro {valid['f1_micro']:.4f}" if "f1_micro" in valid else ""
-        if "members" in valid:  # an ensemble: each member's own accuracy, and the weight on the network
-            extra += "".join(f" {name}_acc {accuracy:.4f}" for name, accuracy in valid["members"].items())
-            extra += f" mix {float(model.mix):.2f}"
-        log.info(
-            f"epoch {epoch}/{settings.epochs} train_loss {train_loss:.4f} train_acc {train_accuracy:.4f} "
-            f"valid_loss {valid['loss']:.4f} valid_acc {valid['accuracy']:.4f} valid_f1 {valid['f1_macro']:.4f}"
-            f"{extra} ({row['seconds']:.1f}s{gpu_memory_note(row)}{', best' if improved else ''})"
-        )
+        improved = track_best(state, settings, row, valid)
+        log_epoch(trainer, row, valid, improved)
         on_epoch_end(state, improved)
-        if state.every_member_stopped():
-            log.info("early stopping: every ensemble member has stopped improving")
-            break
-        if out_of_patience(state, settings):
-            log.info(f"early stopping: {settings.monitor} has not improved for {settings.patience} epoch(s)")
+        if stopped_early(state, settings):
             break
     return state
+
+
+def run_epoch(trainer: Trainer, state: TrainState, epoch: int) -> tuple[dict[str, float], dict]:
+    """Train one epoch and validate after it: (its history row, the validation scores)."""
+    settings = trainer.settings
+    clock = time.perf_counter()
+    if trainer.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(trainer.device)
+    with cuda_oom_hint(trainer, f"training epoch {epoch}", f"train.batch_size (now {settings.batch_size})"):
+        train_loss, train_accuracy = train_one_epoch(trainer, epoch)
+    with cuda_oom_hint(trainer, f"validation after epoch {epoch}",
+                       f"train.eval_batch_size (now {settings.eval_batch_size})"):
+        valid = validate(trainer, state)
+    if not math.isfinite(valid["loss"]):  # the last step of the epoch can break the weights after its loss
+        raise NonFiniteLoss(f"the validation loss became {valid['loss']} after epoch {epoch}; nothing was saved "
+                            f"from this state: lower train.lr or set train.grad_clip")
+    row = {
+        "epoch": epoch,
+        "train_loss": train_loss,
+        "train_accuracy": train_accuracy,
+        "valid_loss": valid["loss"],
+        "valid_accuracy": valid["accuracy"],
+        "valid_f1_macro": valid["f1_macro"],
+        **({"valid_f1_micro": valid["f1_micro"]} if "f1_micro" in valid else {}),
+        "lr": trainer.optimizer.param_groups[0]["lr"],
+        "seconds": round(time.perf_counter() - clock, 3),
+        **gpu_memory_column(trainer.device),
+    }
+    return row, valid
+
+
+def track_best(state: TrainState, settings: LoopSettings, row: dict[str, float], valid: dict) -> bool:
+    """Whether this epoch is the new best on the monitored metric; counts the epochs without improvement."""
+    value = row[settings.monitor]
+    improved = is_better(settings.monitor, value, state.best_metric)
+    if improved:
+        state.best_metric, state.best_epoch, state.epochs_without_improvement = value, state.epoch, 0
+        record_epochs_in_best(state)
+    elif valid.get("member_improved"):  # an ensemble member still learning: not an epoch without improvement
+        state.epochs_without_improvement = 0
+    else:
+        state.epochs_without_improvement += 1
+    return improved
+
+
+def log_epoch(trainer: Trainer, row: dict[str, float], valid: dict, improved: bool) -> None:
+    extra = f" valid_f1_micro {valid['f1_micro']:.4f}" if "f1_micro" in valid else ""
+    if "members" in valid:  # an ensemble: each member's own accuracy, and the weight on the network
+        extra += "".join(f" {name}_acc {accuracy:.4f}" for name, accuracy in valid["members"].items())
+        extra += f" mix {float(trainer.plain_model.mix):.2f}"
+    log.info(
+        f"epoch {row['epoch']}/{trainer.settings.epochs} train_loss {row['train_loss']:.4f} "
+        f"train_acc {row['train_accuracy']:.4f} valid_loss {valid['loss']:.4f} valid_acc {valid['accuracy']:.4f} "
+        f"valid_f1 {valid['f1_macro']:.4f}{extra} ({row['seconds']:.1f}s{gpu_memory_note(row)}"
+        f"{', best' if improved else ''})"
+    )
+
+
+def stopped_early(state: TrainState, settings: LoopSettings) -> bool:
+    """After an epoch: every ensemble member has stopped, or patience ran out (logged)."""
+    if state.every_member_stopped():
+        log.info("early stopping: every ensemble member has stopped improving")
+        return True
+    if out_of_patience(state, settings):
+        log.info(f"early stopping: {settings.monitor} has not improved for {settings.patience} epoch(s)")
+        return True
+    return False
 
 
 def gpu_memory_column(device: torch.device) -> dict[str, float]:
