@@ -228,26 +228,45 @@ def parity_difference(wrapper: ProbabilityModel, run, vocab_size: int) -> float:
 
 
 def sidecar_content(loaded: LoadedModel, export_format: str, model_file: Path) -> dict[str, Any]:
-    checkpoint = loaded.checkpoint
-    tokenizer = loaded.tokenizer.to_dict()
+    """Everything another program needs to turn texts into the model's inputs and read its outputs."""
+    checkpoint, task = loaded.checkpoint, task_of(loaded)
     content: dict[str, Any] = {
         "format": SIDECAR_FORMAT,
         "version": SIDECAR_VERSION,
         "model_file": model_file.name,
         "model_format": export_format,
         "model_type": checkpoint.get("model_type"),
-        "task": task_of(loaded),
+        "task": task,
         "labels": loaded.labels,
         "thresholds": checkpoint.get("thresholds"),
         "label_separator": loaded.label_separator,
-        "inputs": {
-            "token_ids": {"dtype": "int64", "shape": ["batch", "sequence"],
-                          "meaning": f"vocabulary ids of the tokens, padded with {PAD_ID} after each text"},
-            "lengths": {"dtype": "int64", "shape": ["batch"], "meaning": "tokens of each text before padding, >= 1"},
-        },
+        "inputs": copy.deepcopy(MODEL_INPUTS),
         "outputs": {
-            "probabilities": {"dtype": "float32", "shape": ["batch", "labels"], "meaning": OUTPUT_MEANING.get(task_of(loaded), "")},
+            "probabilities": {"dtype": "float32", "shape": ["batch", "labels"], "meaning": OUTPUT_MEANING.get(task, "")},
         },
+        **text_to_ids(loaded),
+        **provenance(loaded),
+    }
+    if content["tokenizer"].get("remove_stopwords"):
+        from textclf_cli.data.text import _load_stopwords
+
+        content["stopword_list"] = sorted(_load_stopwords(content["tokenizer"]["stopwords"]))
+    return content
+
+
+MODEL_INPUTS = {
+    "token_ids": {"dtype": "int64", "shape": ["batch", "sequence"],
+                  "meaning": f"vocabulary ids of the tokens, padded with {PAD_ID} after each text"},
+    "lengths": {"dtype": "int64", "shape": ["batch"], "meaning": "tokens of each text before padding, >= 1"},
+}
+TRUNCATION = {"head": "keep the first max_length tokens", "tail": "keep the last max_length tokens",
+              "head_tail": "keep the first max_length // 4 tokens and the last max_length - max_length // 4"}
+
+
+def text_to_ids(loaded: LoadedModel) -> dict[str, Any]:
+    """The sidecar's keys that say how a text becomes token ids: tokenizer, steps, vocabulary, truncation."""
+    tokenizer = loaded.tokenizer.to_dict()
+    return {
         "tokenizer": tokenizer,
         "preprocessing": preprocessing_steps(tokenizer),
         "vocab": loaded.vocab,
@@ -255,22 +274,21 @@ def sidecar_content(loaded: LoadedModel, export_format: str, model_file: Path) -
         "unk_id": UNK_ID,
         "max_length": loaded.max_length,
         "truncate": loaded.truncate,
-        "truncation": {"head": "keep the first max_length tokens", "tail": "keep the last max_length tokens",
-                       "head_tail": "keep the first max_length // 4 tokens and the last max_length - max_length // 4"}
-        [loaded.truncate],
+        "truncation": TRUNCATION[loaded.truncate],
         "empty_text": f"a text with no tokens is one token {PAD_ID} with length 1",
+    }
+
+
+def provenance(loaded: LoadedModel) -> dict[str, Any]:
+    """The sidecar's keys that say where the model came from and when it was exported."""
+    return {
         "source_checkpoint": str(loaded.path.resolve()),
         # predict takes a run's own export instead of its checkpoint only while the checkpoint is this very file
         "source_checkpoint_stat": checkpoint_stat(loaded.path),
-        "epoch": checkpoint.get("epoch"),
+        "epoch": loaded.checkpoint.get("epoch"),
         "exported_at": now_iso(),
         "versions": {"textclf": textclf_cli.__version__, "torch": str(torch.__version__)},
     }
-    if tokenizer.get("remove_stopwords"):
-        from textclf_cli.data.text import _load_stopwords
-
-        content["stopword_list"] = sorted(_load_stopwords(tokenizer["stopwords"]))
-    return content
 
 
 TOKENIZE_STEP = {
