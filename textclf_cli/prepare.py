@@ -104,21 +104,36 @@ def check_train_digest(config: Config, digest: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# reading and tokenizing: one streaming pass per split file
+# building the arrays: one streaming pass per split file, the validation carve, the vocabulary, the final arrays
 
 
-# ---------------------------------------------------------------------------------------------------------
-# the validation carve
-
-
-# ---------------------------------------------------------------------------------------------------------
-# the whole stage, and writing the final arrays
+Selections = dict[str, tuple[str, np.ndarray | None]]  # final split -> (streamed split, its rows or None: all)
 
 
 def build_prepared(staging: Path, config: Config, key: str) -> tuple[dict[str, int], list[str], list[str]]:
     """Stream every split into `staging`, then write the final arrays and index; (sizes, vocab, labels)."""
+    counts = TokenCounts()
+    streamed, labels = stream_all_splits(staging, config, counts)
+    selections = select_rows(streamed, config, counts)
+    min_freq = resolved_min_freq(config, streamed["train"], selections["train"][1])
+    vocab = counts.vocabulary(config.vocab.max_size, min_freq)
+    remap = counts.remap(vocab)
+    sizes = {name: write_split(staging, name, streamed[origin], rows, remap)
+             for name, (origin, rows) in selections.items()}
+    for split in streamed.values():
+        split.ids_path.unlink()
+    meta = {"tokenizer": tokenizer_settings(config).to_dict(), "fingerprint": key,
+            "sources": {name: streamed[origin].source for name, (origin, _) in selections.items()},
+            "task": config.task, "min_freq": min_freq}
+    write_index(staging, vocab, labels, meta, list(selections))
+    return sizes, vocab, labels
+
+
+def stream_all_splits(staging: Path, config: Config, counts: TokenCounts
+                      ) -> tuple[dict[str, StreamedSplit], list[str]]:
+    """Each split's provisional ids into a temp file, train first (its labels are the label set); (splits, labels)."""
     sources = split_sources(config)
-    counts, streamed = TokenCounts(), {}
+    streamed = {}
     chunk_size, multilabel = config.data.chunk_size, config.task == "multilabel"
     with ChunkTokenizer(tokenizer_settings(config)) as tokenizer:
         streamed["train"] = stream_split("train", sources["train"], tokenizer, counts, staging / "train.tmp",
@@ -127,34 +142,35 @@ def build_prepared(staging: Path, config: Config, key: str) -> tuple[dict[str, i
         for name in [name for name in sources if name != "train"]:
             streamed[name] = stream_split(name, sources[name], tokenizer, counts, staging / f"{name}.tmp",
                                           chunk_size, labels, multilabel)
-    selections = {name: (name, None) for name in streamed}  # final split -> (streamed split, rows or all)
-    if "valid" not in streamed:
-        train = streamed["train"]
-        carve_labels = np.zeros(len(train), dtype=np.int32) if multilabel else train.label_ids
-        fit_idx, valid_idx = carve_indices(carve_labels, config.data.valid_fraction, config.seed, train.source,
-                                           train.groups, stratified=not multilabel)
-        for _, ids in read_rows(train, _mask(len(train), valid_idx)):
-            counts.subtract(ids)  # the vocabulary comes from the texts that stay in train only
-        selections.update(train=("train", fit_idx), valid=("train", valid_idx))
+    return streamed, labels
+
+
+def select_rows(streamed: dict[str, StreamedSplit], config: Config, counts: TokenCounts) -> Selections:
+    """Which rows of which streamed split make each final split: all of each, or without a valid file, train
+    carved into train and valid (whose tokens are then uncounted)."""
+    selections: Selections = {name: (name, None) for name in streamed}
+    if "valid" in streamed:
+        return selections
+    train, multilabel = streamed["train"], config.task == "multilabel"
+    carve_labels = np.zeros(len(train), dtype=np.int32) if multilabel else train.label_ids
+    fit_idx, valid_idx = carve_indices(carve_labels, config.data.valid_fraction, config.seed, train.source,
+                                       train.groups, stratified=not multilabel)
+    for _, ids in read_rows(train, _mask(len(train), valid_idx)):
+        counts.subtract(ids)  # the vocabulary comes from the texts that stay in train only
+    selections.update(train=("train", fit_idx), valid=("train", valid_idx))
+    return selections
+
+
+def resolved_min_freq(config: Config, train: StreamedSplit, fit_rows: np.ndarray | None) -> int:
+    """vocab.min_freq, or what `auto` picks from the lengths of the texts that stay in train (logged)."""
     min_freq = config.vocab.min_freq
-    if min_freq == AUTO:
-        fit_rows = selections["train"][1]
-        train_lengths = streamed["train"].lengths if fit_rows is None else streamed["train"].lengths[fit_rows]
-        min_freq = auto_min_freq(train_lengths, config.vocab.max_length)
-        log.info(f"vocab.min_freq auto -> {min_freq} "
-                 f"({'short texts in a small corpus: words seen once kept' if min_freq == 1 else 'words seen twice'})")
-    vocab = counts.vocabulary(config.vocab.max_size, min_freq)
-    remap = counts.remap(vocab)
-    sizes = {}
-    for name, (origin, rows) in selections.items():
-        sizes[name] = write_split(staging, name, streamed[origin], rows, remap)
-    for split in streamed.values():
-        split.ids_path.unlink()
-    meta = {"tokenizer": tokenizer_settings(config).to_dict(), "fingerprint": key,
-            "sources": {name: streamed[origin].source for name, (origin, _) in selections.items()},
-            "task": config.task, "min_freq": min_freq}
-    write_index(staging, vocab, labels, meta, list(selections))
-    return sizes, vocab, labels
+    if min_freq != AUTO:
+        return min_freq
+    train_lengths = train.lengths if fit_rows is None else train.lengths[fit_rows]
+    min_freq = auto_min_freq(train_lengths, config.vocab.max_length)
+    log.info(f"vocab.min_freq auto -> {min_freq} "
+             f"({'short texts in a small corpus: words seen once kept' if min_freq == 1 else 'words seen twice'})")
+    return min_freq
 
 
 def _mask(n: int, rows: np.ndarray | None) -> np.ndarray:
