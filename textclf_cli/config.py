@@ -503,17 +503,6 @@ def load_config(path: Path, overrides: list[str] | None = None) -> Config:
     return validate_config(raw, source=str(path))
 
 
-def load_run_config(path: Path) -> Config:
-    """A run folder's config.yaml. Keys added since with an `auto` default take the value the textclf that wrote
-    the run behaved as, so that resuming rebuilds the model it saved."""
-    raw = read_yaml_mapping(path)
-    model = raw.get("model")
-    ngram = (model if model.get("type") == "ngram" else model.get("ensemble")) if isinstance(model, dict) else None
-    if isinstance(ngram, dict):
-        ngram.setdefault("chars", 0)  # character n-grams came later: words only before
-    return validate_config(raw, source=str(path))
-
-
 def read_yaml_mapping(path: Path) -> dict[str, Any]:
     if not path.exists():
         raise ConfigError(f"{path}: config file not found; pass the path of a YAML config (see configs/)")
@@ -664,15 +653,20 @@ def check_resumable(stored: Config, current: Config, run_dir: Path) -> None:
                           f"only {RESUMABLE_HINT} may change when resuming")
 
 
+MACHINE_AUTO_KEYS = frozenset({"device", "train.precision", "output.export_onnx"})
+
+
 def with_stored_auto(current: Config, stored: Config) -> Config:
     """`current` with each `auto` replaced by what the stored run resolved it to: a resumed run keeps its sizes
     even where a newer textclf would resolve `auto` to another value (n-gram buckets, for one)."""
-    def adopt(now: Any, then: Any) -> Any:
+    def adopt(now: Any, then: Any, key: str) -> Any:
         if isinstance(now, dict) and isinstance(then, dict):
-            return {key: adopt(value, then.get(key)) for key, value in now.items()}
+            return {name: adopt(value, then.get(name), f"{key}{name}.") for name, value in now.items()}
+        if key.rstrip(".") in MACHINE_AUTO_KEYS:  # what the machine resuming the run has, not what the first one had
+            return now
         return then if now == AUTO and then is not None and then != AUTO else now
 
-    return validate_config(adopt(config_to_dict(current), config_to_dict(stored)), source="resumed run config")
+    return validate_config(adopt(config_to_dict(current), config_to_dict(stored), ""), source="resumed run config")
 
 
 def flat_differences(left: Any, right: Any, prefix: str = "") -> list[str]:

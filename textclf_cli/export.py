@@ -9,7 +9,6 @@ forward is traceable.
 from __future__ import annotations
 
 import copy
-import importlib.util
 import io
 import warnings
 from dataclasses import dataclass
@@ -30,7 +29,14 @@ from textclf_cli.errors import ConfigError, RunError
 from textclf_cli.models.build import min_width
 from textclf_cli.runs.checkpoint import LoadedModel, load_model
 from textclf_cli.runs.status import now_iso
-from textclf_cli.serving.sidecar import EXTRAS_HINT, SIDECAR_FORMAT, SIDECAR_VERSION, checkpoint_stat, sidecar_path
+from textclf_cli.serving.sidecar import (
+    EXTRAS_HINT,
+    SIDECAR_FORMAT,
+    SIDECAR_VERSION,
+    checkpoint_stat,
+    missing_onnx_packages,
+    sidecar_path,
+)
 
 ONNX_OPSET = 17
 PARITY_TOLERANCE = 1e-4
@@ -96,14 +102,10 @@ def check_export_dependencies(export_format: str, wanted_by: str = "export --for
         raise ConfigError(f"{wanted_by} needs {' and '.join(missing)}, which {verb} not installed: {EXTRAS_HINT}")
 
 
-def missing_onnx_packages() -> list[str]:
-    return [name for name in ("onnx", "onnxruntime") if importlib.util.find_spec(name) is None]
-
-
 def export_for_predict(run_dir: Path, setting: bool | str) -> None:
     """output.export_onnx after a train: <run>/export/model.onnx from best.pt, which `predict RUN` uses for a few
     texts (no torch import). The run is trained either way, so a failed export is logged, not raised."""
-    if setting is False or (setting == "auto" and missing_onnx_packages()):
+    if not setting:  # resolved before training (training/auto.py): true, or false when the packages are missing
         return
     checkpoint = run_dir / files.CHECKPOINTS_DIR / files.BEST_CHECKPOINT
     try:

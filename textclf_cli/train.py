@@ -16,7 +16,14 @@ import yaml
 import textclf_cli
 from textclf_cli import files
 from textclf_cli.atomic import write_text_atomic
-from textclf_cli.config import Config, check_resumable, config_to_dict, with_absolute_paths, with_stored_auto
+from textclf_cli.config import (
+    Config,
+    check_resumable,
+    config_to_dict,
+    load_config,
+    with_absolute_paths,
+    with_stored_auto,
+)
 from textclf_cli.console import add_log_file, log, remove_handler
 from textclf_cli.data.prepared import PreparedData
 from textclf_cli.device import describe_device
@@ -83,7 +90,7 @@ def _train(config: Config, processes: Processes, resume: Path | None, promote_if
         if processes.is_main:
             remove_leftovers(config)
         data = prepare_once(config, processes)
-        config = resolve_auto(config, data)
+        config = resolve_auto(config, data, device)
         if "valid" not in data.splits:
             raise ConfigError("data: no validation split; set data.valid or data.valid_fraction")
         run_dir = resumed or new_run_dir(config, processes)
@@ -124,22 +131,7 @@ def new_run_dir(config: Config, processes: Processes) -> Path:
 
 def _train_in(run_dir: Path, config: Config, data: PreparedData, amp: Any, resuming: bool, promote_if_better: bool,
               processes: Processes, curves: TensorBoardLog, on_epoch: EpochHook | None = None) -> TrainResult:
-    is_main = processes.is_main
-    try:
-        trainer, state, meta = _set_up(run_dir, config, data, amp, resuming, processes)
-    except SignalInterrupt as stop:  # before the first epoch: nothing to keep, the folder only says what happened
-        if resuming:  # the run's folder is as it was before this command
-            raise Interrupted(f"interrupted by {stop.signal_name} before training resumed; {run_dir} is unchanged") from None
-        if is_main:
-            update_status(run_dir, INTERRUPTED, finished_at=now_iso(),
-                         message=f"stopped by {stop.signal_name} before training began")
-        raise Interrupted(f"interrupted by {stop.signal_name} before training began; {run_dir} is marked "
-                          f"interrupted; start a new run") from None
-    except Exception as exc:  # e.g. an unreadable embeddings file: the run must not look alive or complete
-        if is_main and not resuming:  # a failed resume leaves the run's folder as it was
-            update_status(run_dir, FAILED, finished_at=now_iso(), message=str(exc).splitlines()[0] if str(exc) else
-                         type(exc).__name__)
-        raise
+    trainer, state, meta = _set_up_recorded(run_dir, config, data, amp, resuming, processes)
 
     def on_epoch_end(state: TrainState, improved: bool) -> None:
         save_epoch(run_dir, trainer, state, meta, improved)
@@ -155,32 +147,63 @@ def _train_in(run_dir: Path, config: Config, data: PreparedData, amp: Any, resum
                 refitting = True
                 refitted = refit(run_dir, config, data, amp, processes, state, trainer.stop)
     except StopRequested as stop:
-        # last.pt already holds the end of the last completed epoch (or epoch 0), written atomically. The partial
-        # epoch is dropped rather than saved: a resumed run then replays it with the same batch order, RNG state
-        # and lr schedule as an uninterrupted run, instead of counting its optimizer steps twice. An interrupted
-        # refit starts again from its first epoch on resume.
-        resume_hint = f"resume with: textclf train CONFIG --resume {run_dir}"
-        where = "the refit on train + valid" if refitting else f"epoch {state.epoch + 1}"
-        if is_main:
-            update_status(run_dir, INTERRUPTED, finished_at=now_iso(), epochs_completed=state.epoch,
-                         message=f"stopped by {stop} during {where}; {resume_hint}")
-        processes.barrier()  # under torchrun the first rank to exit gets the others killed: let rank 0 finish writing
-        holds = (f"{files.BEST_CHECKPOINT} holds the model chosen on validation (epoch {state.best_epoch})"
-                 if refitting else f"{files.LAST_CHECKPOINT} holds epoch {state.epoch}")
-        raise Interrupted(f"interrupted by {stop} during {where}; {run_dir / files.CHECKPOINTS_DIR}/{holds}; "
-                          f"{resume_hint}") from None
+        raise _interrupted(run_dir, state, processes, str(stop), refitting) from None
     except (TextclfError, Exception) as exc:
-        if is_main:
-            update_status(run_dir, FAILED, finished_at=now_iso(), message=str(exc).splitlines()[0] if str(exc) else
-                         type(exc).__name__)
+        if processes.is_main:
+            update_status(run_dir, FAILED, finished_at=now_iso(), message=first_line(exc))
         if isinstance(exc, NonFiniteLoss):  # raised by every rank at the same batch, so all can meet here
             processes.barrier()
         raise
-    if not is_main:
+    if not processes.is_main:
         return TrainResult(run_dir, state)
     with trainer.stop:  # the run is trained: a signal now waits until it is recorded as completed
         curves.hparams(config_to_dict(config), state.history, state.best_epoch)
         return finish_run(run_dir, config, state, promote_if_better, refitted)
+
+
+def _set_up_recorded(run_dir: Path, config: Config, data: PreparedData, amp: Any, resuming: bool,
+                     processes: Processes) -> tuple[Trainer, TrainState, CheckpointMeta]:
+    """_set_up, with a failure or a signal before the first epoch recorded in status.json (a new run only: a
+    resume that fails leaves the run's folder as it was)."""
+    record = processes.is_main and not resuming
+    try:
+        return _set_up(run_dir, config, data, amp, resuming, processes)
+    except SignalInterrupt as stop:  # before the first epoch: nothing to keep, the folder only says what happened
+        if resuming:
+            raise Interrupted(f"interrupted by {stop.signal_name} before training resumed; {run_dir} is unchanged") from None
+        if record:
+            update_status(run_dir, INTERRUPTED, finished_at=now_iso(),
+                          message=f"stopped by {stop.signal_name} before training began")
+        raise Interrupted(f"interrupted by {stop.signal_name} before training began; {run_dir} is marked "
+                          f"interrupted; start a new run") from None
+    except Exception as exc:  # e.g. an unreadable embeddings file: the run must not look alive or complete
+        if record:
+            update_status(run_dir, FAILED, finished_at=now_iso(), message=first_line(exc))
+        raise
+
+
+def _interrupted(run_dir: Path, state: TrainState, processes: Processes, signal_name: str,
+                 refitting: bool) -> Interrupted:
+    """A signal during the epochs or the refit: status.json says so, and the error says what to resume.
+
+    last.pt already holds the end of the last completed epoch (or epoch 0), written atomically. The partial epoch
+    is dropped rather than saved: a resumed run then replays it with the same batch order, RNG state and lr
+    schedule as an uninterrupted run, instead of counting its optimizer steps twice. An interrupted refit starts
+    again from its first epoch on resume."""
+    resume_hint = f"resume with: textclf train CONFIG --resume {run_dir}"
+    where = "the refit on train + valid" if refitting else f"epoch {state.epoch + 1}"
+    if processes.is_main:
+        update_status(run_dir, INTERRUPTED, finished_at=now_iso(), epochs_completed=state.epoch,
+                      message=f"stopped by {signal_name} during {where}; {resume_hint}")
+    processes.barrier()  # under torchrun the first rank to exit gets the others killed: let rank 0 finish writing
+    holds = (f"{files.BEST_CHECKPOINT} holds the model chosen on validation (epoch {state.best_epoch})"
+             if refitting else f"{files.LAST_CHECKPOINT} holds epoch {state.epoch}")
+    return Interrupted(f"interrupted by {signal_name} during {where}; {run_dir / files.CHECKPOINTS_DIR}/{holds}; "
+                       f"{resume_hint}")
+
+
+def first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 def _set_up(run_dir: Path, config: Config, data: PreparedData, amp: Any, resuming: bool,
@@ -238,8 +261,6 @@ def save_epoch(run_dir: Path, trainer: Trainer, state: TrainState, meta: Checkpo
 def resume_run_dir(config: Config, run_dir: Path) -> tuple[Path, Config]:
     """The run folder to continue and its stored config; refuses when the config differs in anything but
     train.epochs (and the other resumable keys)."""
-    from textclf_cli.config import load_run_config
-
     if not (run_dir / files.CONFIG_FILE).is_file():
         raise RunError(f"{run_dir}: not a textclf run folder (no {files.CONFIG_FILE}); pass the folder of the run to resume")
     experiment_dir = config.output.runs_dir / config.experiment
@@ -250,7 +271,7 @@ def resume_run_dir(config: Config, run_dir: Path) -> tuple[Path, Config]:
     if not (run_dir / files.CHECKPOINTS_DIR / files.LAST_CHECKPOINT).is_file():
         raise RunError(f"{run_dir}: has no {files.CHECKPOINTS_DIR}/{files.LAST_CHECKPOINT} (it stopped before "
                        f"training began); start a new run instead")
-    stored = load_run_config(run_dir / files.CONFIG_FILE)
+    stored = load_config(run_dir / files.CONFIG_FILE)
     check_resumable(stored, config, run_dir)
     return run_dir, stored
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from tests.conftest import run_cli, tiny_config
 from tests.e2e.test_onnx_predict import TEXTS, assert_same_predictions, imported_modules, ok, records
@@ -90,15 +91,20 @@ def test_many_texts_or_a_stream_take_the_checkpoint(run_dir: Path) -> None:
 
 def test_export_asked_for_without_the_packages_is_refused_before_training(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(exporting, "missing_onnx_packages", lambda: ["onnx"])
+    monkeypatch.setattr("textclf_cli.training.auto.missing_onnx_packages", lambda: ["onnx"])
     result = run_cli("train", str(config_with(tmp_path, export_onnx=True)))
     assert result.exit_code == 2
     assert "error: output.export_onnx: true needs onnx, which is not installed: pip install 'textclf-cli[export]'" \
         in result.stderr
     assert not (tmp_path / "runs").exists()
-    # auto: no export and no warning
+    # auto: no export, one line that says why, and the run records the choice
     result = ok(run_cli("train", str(config_with(tmp_path, export_onnx="auto"))))
     run_dir = Path(result.stdout.strip().splitlines()[-1])
-    assert not (run_dir / "export").exists() and "output.export_onnx" not in result.stderr
+    assert not (run_dir / "export").exists()
+    assert [line for line in result.stderr.splitlines() if "output.export_onnx" in line] == [
+        line for line in result.stderr.splitlines() if "output.export_onnx auto -> false: onnx not installed" in line]
+    assert len([line for line in result.stderr.splitlines() if "output.export_onnx" in line]) == 1
+    assert yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))["output"]["export_onnx"] is False
 
 
 def test_a_failed_export_leaves_a_completed_run_that_predicts(tmp_path: Path, monkeypatch) -> None:

@@ -72,9 +72,8 @@ def read_status(run_dir: Path) -> dict[str, Any] | None:
 
 
 def write_status(run_dir: Path, record: RunStatus) -> None:
-    """The fields set so far (a field not set yet, or cleared by a resume, is left out)."""
-    values = {key: value for key, value in dataclasses.asdict(record).items() if value is not None}
-    write_json_atomic(run_dir / files.STATUS_FILE, values)
+    """Every field, null where not set: status.json always has the same keys."""
+    write_json_atomic(run_dir / files.STATUS_FILE, dataclasses.asdict(record))
 
 
 def update_status(run_dir: Path, status: str, **changes: Any) -> RunStatus:

@@ -3,6 +3,7 @@ writes sidecars and ONNX predict reads them without importing it."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,11 @@ EXTRAS_HINT = "pip install 'textclf-cli[export]' (from a checkout: pip install -
 # What predict needs from a sidecar; the other keys describe the model to people and other programs.
 REQUIRED_KEYS = ("model_file", "model_format", "task", "labels", "thresholds", "tokenizer", "vocab", "max_length",
                  "truncate")
+
+
+def missing_onnx_packages() -> list[str]:
+    """The packages of the `export` extra that are not installed (found without importing them)."""
+    return [name for name in ("onnx", "onnxruntime") if importlib.util.find_spec(name) is None]
 
 
 def sidecar_path(model_file: Path) -> Path:

@@ -8,11 +8,14 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import torch
 
 from textclf_cli.config import AUTO, Config
 from textclf_cli.console import log
 from textclf_cli.data.loader import WIDTH_MULTIPLE
 from textclf_cli.data.prepared import PreparedData
+from textclf_cli.precision import resolve_precision
+from textclf_cli.serving.sidecar import EXTRAS_HINT, missing_onnx_packages
 
 LENGTH_QUANTILE = 0.97  # texts longer than this share of the training texts are truncated (head_tail by default)
 MAX_AUTO_LENGTH = 1024  # beyond this a CNN/LSTM pays linearly for tokens that rarely change the label
@@ -37,9 +40,10 @@ SMALL_CORPUS_TOKENS, SHORT_TEXT_LENGTH = 1_000_000, 128
 AUTO_CHARS = 5
 
 
-def resolve_auto(config: Config, data: PreparedData) -> Config:
-    """A copy of `config` with every `auto` replaced by the value the training data calls for."""
-    resolved = config.model_copy(deep=True)
+def resolve_auto(config: Config, data: PreparedData, device: torch.device) -> Config:
+    """A copy of `config` with every `auto` replaced by the value the training data (or, for the device, the
+    precision and the export, this machine) calls for: the one place where `auto` becomes a value."""
+    resolved = resolve_machine_auto(config.model_copy(deep=True), device)
     lengths = data.splits["train"].lengths
     if resolved.vocab.max_length == AUTO:
         resolved.vocab.max_length = auto_max_length(lengths)
@@ -66,6 +70,22 @@ def resolve_auto(config: Config, data: PreparedData) -> Config:
         resolved.train.refit = resolved.data.valid is None
         log.info(f"train.refit auto -> {str(resolved.train.refit).lower()} "
                  f"({'validation is carved from the training data' if resolved.train.refit else 'data.valid is its own file'})")
+    return resolved
+
+
+def resolve_machine_auto(resolved: Config, device: torch.device) -> Config:
+    """device, train.precision and output.export_onnx: what this machine has (a resumed run resolves them anew)."""
+    if resolved.device == AUTO:
+        resolved.device = str(device)
+    if resolved.train.precision == AUTO:
+        resolved.train.precision = resolve_precision(AUTO, device).name
+        log.info(f"train.precision auto -> {resolved.train.precision} on {device}")
+    if resolved.output.export_onnx == AUTO:
+        missing = missing_onnx_packages()
+        resolved.output.export_onnx = not missing
+        if missing:
+            log.info(f"output.export_onnx auto -> false: {' and '.join(missing)} not installed, so predict RUN "
+                     f"imports torch for every call ({EXTRAS_HINT})")
     return resolved
 
 
