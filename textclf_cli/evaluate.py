@@ -14,8 +14,8 @@ from textclf_cli.config import Config, validate_config
 from textclf_cli.console import log
 from textclf_cli.data.encoding import encode_stream, encode_texts
 from textclf_cli.data.prepared import EncodedSplit, is_prepared, load_prepared
-from textclf_cli.data.sources import LabelledTexts, TableSource, TextChunk, format_of, read_table
-from textclf_cli.data.splits import fingerprint, read_splits
+from textclf_cli.data.sources import LabelledTexts, TableLayout, TableSource, TextChunk, format_of, read_all
+from textclf_cli.data.splits import fingerprint, read_splits, table_source
 from textclf_cli.data.tables import DEFAULT_MAX_ROW_CHARS, Where, describe
 from textclf_cli.device import resolve_device
 from textclf_cli.errors import ConfigError, DataError
@@ -93,9 +93,10 @@ def labelled_file_outputs(path: Path, loaded: LoadedModel, batch_size: int, dtyp
         raise ConfigError(f"--data {path}: unknown file type {path.suffix!r}; use .csv, .tsv, .jsonl or .parquet "
                           f"(optionally .gz)")
     multilabel = loaded.task == "multilabel"
-    source = TableSource(path, file_format, data["text_column"], data["label_column"], data.get("encoding", "utf-8"),
+    layout = TableLayout(file_format, data["text_column"], data["label_column"], data.get("encoding", "utf-8"),
                          data.get("bad_rows", "skip"), loaded.label_separator if multilabel else None,
                          data.get("max_row_chars", DEFAULT_MAX_ROW_CHARS))
+    source = TableSource(path, layout)
     label_index = {label: i for i, label in enumerate(loaded.labels)}
     device = next(loaded.model.parameters()).device
     targets = [np.zeros((0, len(loaded.labels)), np.uint8) if multilabel else np.zeros(0, np.int64)]
@@ -173,10 +174,7 @@ def encode_raw_split(loaded: LoadedModel, config: Config, split: str, root: Path
 def raw_split(config: Config, split: str) -> LabelledTexts:
     """One split read from the run's input files, exactly as prepare reads it (the same seeded validation carve)."""
     if split == "test" and config.data.format != "imdb":
-        data = config.data
-        separator = data.label_separator if config.task == "multilabel" else None
-        return read_table(data.test, data.format, data.text_column, data.label_column, data.encoding, data.bad_rows,
-                          separator, data.max_row_chars)
+        return read_all(table_source(config, config.data.test))
     return read_splits(config)[split]
 
 

@@ -244,6 +244,19 @@ class TextChunk:
         return len(self.texts)
 
 
+@dataclass(frozen=True)
+class TableLayout:
+    """How to read a table file: its format, the columns holding text and label, and what to do with bad rows."""
+
+    file_format: str  # csv, tsv, jsonl or parquet
+    text_column: str
+    label_column: str | None  # None: texts only (predict --input)
+    encoding: str = "utf-8"
+    bad_rows: str = "skip"
+    label_separator: str | None = None  # set for multi-label data: each label is then a list
+    max_row_chars: int = DEFAULT_MAX_ROW_CHARS
+
+
 class TableSource:
     """The usable (text, label) rows of one CSV/TSV/JSONL/Parquet file (plain or .gz), streamed.
 
@@ -251,13 +264,8 @@ class TableSource:
     are handed out (there is no point tokenizing them), but reading goes on to name the next few problems too.
     """
 
-    def __init__(self, path: Path, file_format: str, text_column: str, label_column: str | None,
-                 encoding: str = "utf-8", bad_rows: str = "skip", label_separator: str | None = None,
-                 max_row_chars: int = DEFAULT_MAX_ROW_CHARS) -> None:
-        self.path, self.file_format, self.encoding, self.bad_rows = path, file_format, encoding, bad_rows
-        self.max_row_chars = max_row_chars
-        self.label_separator = label_separator  # set for multi-label data: each label is then a list
-        self.text_column, self.label_column = text_column, label_column
+    def __init__(self, path: Path, layout: TableLayout) -> None:
+        self.path, self.layout = path, layout
         self.name = str(path)
         self.groups: list[str] = []  # no grouping of rows for the validation split
         self._fraction: Callable[[], float | None] = lambda: 0.0
@@ -266,10 +274,10 @@ class TableSource:
         return self._fraction()
 
     def rows(self) -> Iterator[tuple[Where, str, str | list[str]]]:
-        raw = open_rows(self.path, self.file_format, self.text_column, self.label_column, self.encoding,
-                        self.max_row_chars)
+        raw = open_rows(self.path, self.layout.file_format, self.layout.text_column, self.layout.label_column, self.layout.encoding,
+                        self.layout.max_row_chars)
         self._fraction = raw.fraction_done
-        problems = BadRows(self.path, self.text_column, self.label_column, self.bad_rows)
+        problems = BadRows(self.path, self.layout.text_column, self.layout.label_column, self.layout.bad_rows)
         usable, stopped_early = 0, False
         for where, text_value, label_value in raw.rows:
             text = self._text(where, text_value, problems)
@@ -289,13 +297,13 @@ class TableSource:
 
     def _label(self, where: Where, value: object, problems: BadRows) -> str | list[str] | None:
         """The row's label ("" without a label column; a list for multi-label data), or None if unusable."""
-        if self.label_column is None:
+        if self.layout.label_column is None:
             return ""
-        if self.label_separator is None:
+        if self.layout.label_separator is None:
             label = _as_text(value).strip()
         else:
             try:
-                label = label_set(value, self.label_separator, describe(self.path, where))
+                label = label_set(value, self.layout.label_separator, describe(self.path, where))
             except DataError as exc:
                 problems.fatal.append(str(exc))
                 return None
@@ -313,12 +321,12 @@ class TableSource:
             return None
         if not isinstance(value, str):
             kind = JSON_TYPE_NAMES.get(type(value), type(value).__name__)
-            fix = ("store the column as strings" if self.file_format == "parquet"
+            fix = ("store the column as strings" if self.layout.file_format == "parquet"
                    else "write it in quotes if it is meant as text")
-            problems.add_fatal(where, f"{self.text_column!r} is {kind} ({_clip(repr(value))}), not a string; {fix}")
+            problems.add_fatal(where, f"{self.layout.text_column!r} is {kind} ({_clip(repr(value))}), not a string; {fix}")
             return None
-        if len(value) > self.max_row_chars:  # Parquet: pyarrow reads whole row groups, the text files are bounded
-            problems.add_fatal(where, too_long_message(self.max_row_chars, f"{self.text_column!r} text"))
+        if len(value) > self.layout.max_row_chars:  # Parquet: pyarrow reads whole row groups, the text files are bounded
+            problems.add_fatal(where, too_long_message(self.layout.max_row_chars, f"{self.layout.text_column!r} text"))
             return None
         return value
 
@@ -384,14 +392,18 @@ def read_table(
     With a `label_separator` (multi-label data) each label is a list: a JSON list, or a string split on the
     separator; an empty list or string is a valid empty label set, a missing (null) one is an empty row.
     """
+    layout = TableLayout(file_format, text_column, label_column, encoding, bad_rows, label_separator, max_row_chars)
+    return read_all(TableSource(path, layout))
+
+
+def read_all(source: TableSource) -> LabelledTexts:
+    """Every usable row of a table source, in memory."""
     texts, labels, rows = [], [], []
-    source = TableSource(path, file_format, text_column, label_column, encoding, bad_rows, label_separator,
-                         max_row_chars)
     for where, text, label in source.rows():
         texts.append(text)
         labels.append(label)
         rows.append(where)
-    return LabelledTexts(texts=texts, labels=labels, source=str(path), rows=rows)
+    return LabelledTexts(texts=texts, labels=labels, source=str(source.path), rows=rows)
 
 
 def iter_texts_file(path: Path, text_column: str, encoding: str = "utf-8") -> Iterator[str]:
@@ -406,5 +418,5 @@ def iter_texts_file(path: Path, text_column: str, encoding: str = "utf-8") -> It
             if text.strip():
                 yield text
         return
-    for _, text, _ in TableSource(path, file_format, text_column, None, encoding).rows():
+    for _, text, _ in TableSource(path, TableLayout(file_format, text_column, None, encoding)).rows():
         yield text

@@ -15,7 +15,7 @@ from textclf_cli.data.download import sha256_of
 from textclf_cli.data.prepared import (
     FORMAT_VERSION,
 )
-from textclf_cli.data.sources import LabelledTexts, TableSource, TextChunk, read_imdb, read_table
+from textclf_cli.data.sources import LabelledTexts, TableLayout, TableSource, TextChunk, read_all, read_imdb
 from textclf_cli.data.tables import describe
 from textclf_cli.data.text import ChunkTokenizer, count_chunk
 from textclf_cli.data.vocab import TokenCounts
@@ -72,29 +72,28 @@ def split_sources(config: Config) -> dict[str, Source]:
         if data.valid is not None:
             sources["valid"] = read_imdb(data.valid)["test"]
         return {name: sources[name] for name in ("train", "valid", "test") if name in sources}
-    sources = {"train": _table(config, data.train)}
+    sources = {"train": table_source(config, data.train)}
     for name, path in (("valid", data.valid), ("test", data.test)):
         if path is not None:
-            sources[name] = _table(config, path)
+            sources[name] = table_source(config, path)
     return sources
 
 
 def read_splits(config: Config) -> dict[str, LabelledTexts]:
     """Every split in memory, read and carved exactly as prepare streams them (evaluating from the raw files)."""
-    splits = {name: source if isinstance(source, LabelledTexts) else read_table(
-        source.path, source.file_format, source.text_column, source.label_column, source.encoding, source.bad_rows,
-        source.label_separator, source.max_row_chars)
-        for name, source in split_sources(config).items()}
+    splits = {name: source if isinstance(source, LabelledTexts) else read_all(source)
+              for name, source in split_sources(config).items()}
     if "valid" not in splits:
         splits["train"], splits["valid"] = carve_valid(splits["train"], config.data.valid_fraction, config.seed)
     return splits
 
 
-def _table(config: Config, path: Path) -> TableSource:
+def table_source(config: Config, path: Path) -> TableSource:
+    """A table file of this config's data, read as prepare reads it."""
     data = config.data
     separator = data.label_separator if config.task == "multilabel" else None
-    return TableSource(path, data.format, data.text_column, data.label_column, data.encoding, data.bad_rows,
-                       separator, data.max_row_chars)
+    return TableSource(path, TableLayout(data.format, data.text_column, data.label_column, data.encoding,
+                                         data.bad_rows, separator, data.max_row_chars))
 
 
 @dataclass
