@@ -229,6 +229,10 @@ def _submit(pool: ProcessPoolExecutor, function: Callable, texts: list[str]) -> 
         return pool.submit(_run_in_worker, function, texts)
     except BrokenExecutor:
         raise TextclfError(WORKER_DIED) from None
+    except OSError:  # a submit racing the pool's breakdown meets its closed wake-up pipe ("handle is closed")
+        if getattr(pool, "_broken", False):
+            raise TextclfError(WORKER_DIED) from None
+        raise
 
 
 def _result(future: Future) -> Any:
