@@ -20,22 +20,19 @@ from textclf_cli.serving.sidecar import EXTRAS_HINT, missing_onnx_packages
 LENGTH_QUANTILE = 0.97  # texts longer than this share of the training texts are truncated (head_tail by default)
 MAX_AUTO_LENGTH = 1024  # beyond this a CNN/LSTM pays linearly for tokens that rarely change the label
 # Hash buckets for the n-gram model: a corpus of N tokens has fewer than N distinct n-grams of each order, and
-# those seen in >= min_df texts (the only ones the model's table keeps) far fewer. IMDb's 6M tokens in 2^23
-# buckets: n-gram model +0.3 validation accuracy over 2^21, where colliding n-grams filled 68% of the buckets.
-# Counting holds buckets x classes counts (float32), hence the cap per class; the floor keeps tiny data cheap.
+# those seen in >= min_df texts (the only ones the model's table keeps) far fewer, so about one bucket per token
+# keeps collisions rare. Counting holds buckets x classes counts (float32), hence the cap per class; the floor
+# keeps tiny data cheap. (The measurements behind these rules: bench/RESULTS.md.)
 MIN_AUTO_BUCKETS, MAX_AUTO_BUCKETS = 2**14, 2**23
 MAX_COUNT_CELLS = 2**26  # 256 MB of class counts: 2^23 buckets up to 8 classes, fewer beyond
-# Trigrams for the n-gram model only from this many training tokens on. On IMDb (6M tokens) 1-3-grams beat 1-2-grams
-# by 0.7 points; on the sentence sets (30k-250k tokens: few trigrams recur, and their naive-Bayes ratios are noise)
-# 1-2-grams were level or better in 5-fold cross-validation of train (CR +1.4, MR +1.0, AG News +0.7).
+# Trigrams for the n-gram model only from this many training tokens on: in a smaller corpus few trigrams recur,
+# and the naive-Bayes ratios of those that do are noise.
 TRIGRAM_MIN_TOKENS = 1_000_000
 # Short texts in a small corpus: under this many training tokens, with 97% of the texts (or the cut, if shorter) within
-# this many tokens. There most word forms are rare:
-# - character n-grams for the n-gram model. In 5-fold cross-validation of train (TF-IDF+LR, word 1-2-grams against
-#   word 1-2-grams + char_wb 2-5-grams): MPQA +2.3, Subj +1.2, MR +1.1, CR +0.8, AG News +0.5. A text costs ~40
-#   features per token, hence the length bound;
-# - words seen once join the vocabulary (min_freq 1), so that their characters count too: the default CNN in the
-#   same cross-validation MPQA +1.47, MR +0.49, AG News +0.24, Subj +0.02, CR -0.09; the LSTM MPQA +0.82, CR -0.30.
+# this many tokens. There most word forms are rare, so
+# - the n-gram model also reads the character n-grams inside words (a text costs tens of features per token, hence
+#   the length bound);
+# - words seen once join the vocabulary (min_freq 1), so that their characters count too.
 SMALL_CORPUS_TOKENS, SHORT_TEXT_LENGTH = 1_000_000, 128
 AUTO_CHARS = 5
 
