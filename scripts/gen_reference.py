@@ -56,6 +56,7 @@ def section_models() -> list[tuple[str, str, type[BaseModel]]]:
         ("`model.ensemble`", "model.ensemble", config.NgramConfig),
         ("`train`", "train", config.TrainConfig),
         ("`output`", "output", config.OutputConfig),
+        ("`check`", "check", config.CheckConfig),
         ("`tune`", "tune.SECTION.KEY", config.TuneRange),
     ]
 
@@ -64,7 +65,7 @@ SECTION_INTROS = {
     "Top level": "Besides the keys below, the top level holds the sections [`data`](#data), "
                  "[`tokenizer`](#tokenizer), [`vocab`](#vocab), `model` (one table per family: "
                  "[`cnn`](#model-with-type-cnn), [`lstm`](#model-with-type-lstm), [`bag`](#model-with-type-bag), "
-                 "[`ngram`](#model-with-type-ngram)), [`train`](#train), [`output`](#output) and [`tune`](#tune).",
+                 "[`ngram`](#model-with-type-ngram)), [`train`](#train), [`output`](#output), [`check`](#check) and [`tune`](#tune).",
     "`model.ensemble`": "The n-gram model that trains beside a `cnn` or `lstm` network, with the keys of the "
                         "[`ngram` family](#model-with-type-ngram); `model.ensemble: null` trains the network alone. "
                         "How the two are mixed is in the [Models guide](../guides/models.md).",

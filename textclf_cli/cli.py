@@ -56,6 +56,11 @@ class OutputFormat(str, Enum):
     csv = "csv"
 
 
+class CheckFormat(str, Enum):
+    table = "table"
+    json = "json"
+
+
 class RunsFormat(str, Enum):
     table = "table"
     json = "json"
@@ -156,6 +161,39 @@ def prepare(
     with interrupt_on_signals():  # SIGTERM unwinds like Ctrl-C: the staging folder is removed, exit 130
         data = prepare_data(_load(config_path, overrides), force=force)
     console.result(str(data.root))
+
+
+@app.command()
+@handled
+def check(
+    config_path: Annotated[Path, typer.Argument(metavar="CONFIG", help="YAML config.")],
+    overrides: SetOption = None,
+    strict: Annotated[bool, typer.Option("--strict", help="Exit 5 when an error-level finding exists.")] = False,
+    min_per_class: Annotated[int | None, typer.Option(
+        "--min-per-class", min=1, help="Warn about classes with fewer training rows (default: check.min_per_class).")
+    ] = None,
+    output_format: Annotated[CheckFormat, typer.Option("--format", "-f")] = CheckFormat.table,
+    quiet: QuietOption = False,
+) -> None:
+    """Check the data before training: drops, labels, lengths, vocabulary coverage, duplicates and leakage."""
+    console.setup_logging(quiet)
+    import json
+
+    from textclf_cli.check import check as check_data
+    from textclf_cli.check import render, require_no_errors
+
+    config = _load(config_path, overrides)
+    if min_per_class is not None:
+        config.check.min_per_class = min_per_class
+    report = check_data(config)
+    if output_format is CheckFormat.json:
+        console.result(json.dumps(report.to_dict(), indent=2))
+    else:
+        for table in [] if quiet else render(report):
+            console.stdout.print(table)
+        console.result(f"{report.summary} ({report.seconds:.1f}s)")
+    if strict:
+        require_no_errors(report)
 
 
 @app.command()

@@ -285,6 +285,36 @@ class TrainConfig(Strict):
         return value
 
 
+class CheckConfig(Strict):
+    """Thresholds of `textclf check` (and of the summary `train` logs): above them a finding is a warning or an error."""
+
+    min_per_class: int = Field(
+        10, ge=1, description="A class with fewer training rows is a warning (`check --min-per-class` overrides it).")
+    max_imbalance: float = Field(
+        20.0, ge=1.0, description="Rows of the largest training class over the smallest; above this, a warning.")
+    max_dropped: float = Field(
+        0.05, ge=0.0, le=1.0, description="Share of a split's rows dropped (empty text or label); above this, an error.")
+    max_leakage: float = Field(
+        0.01, ge=0.0, le=1.0, description="Share of valid/test texts also in train (after normalising case, "
+                                          "whitespace and punctuation); above this, an error (any at all: a warning).")
+    max_duplicates: float = Field(
+        0.01, ge=0.0, le=1.0, description="Share of a split's texts that repeat an earlier one in the same split "
+                                          "(after normalising); above this, a warning.")
+    max_conflicts: float = Field(
+        0.01, ge=0.0, le=1.0, description="Share of a split's texts that also occur (normalised) with another label; "
+                                          "above this, an error (any at all: a warning).")
+    max_truncated: float = Field(
+        0.10, ge=0.0, le=1.0, description="Share of a split's texts longer than `vocab.max_length` (or what `auto` "
+                                          "resolves to); above this, a warning.")
+    max_oov: float = Field(
+        0.05, ge=0.0, le=1.0, description="Share of valid/test tokens missing from train's vocabulary; above this, a "
+                                          "warning.")
+    examples: int = Field(3, ge=0, le=100, description="Example rows shown per duplicate, leakage and conflict finding.")
+    on_train: bool = Field(
+        True, description="`train` reads the splits once more (no tokenizing) and logs a one-line summary of rows, "
+                          "labels, duplicates and leakage, with warnings.")
+
+
 class OutputConfig(Strict):
     runs_dir: Path = Field(Path("runs"), description="Folder that holds the `<experiment>/<run-id>/` run folders.")
     keep_runs: int | None = Field(
@@ -357,6 +387,8 @@ class Config(Strict):
                                                  "settings of training.")
     output: OutputConfig = Field(
         default_factory=OutputConfig, description="Where runs go and what is written beside them.")
+    check: CheckConfig = Field(
+        default_factory=CheckConfig, description="Thresholds of `textclf check` and of the data summary `train` logs.")
     tune: dict[str, TuneRange] | None = Field(
         None, description="Search space of `textclf tune`: dotted `SECTION.KEY` keys mapped to ranges; other commands "
                           "ignore it.")

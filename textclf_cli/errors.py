@@ -27,6 +27,12 @@ class RunError(TextclfError):
     exit_code = 4
 
 
+class CheckFailed(TextclfError):
+    """`textclf check --strict` found an error-level problem in the data (leakage, an unseen label, ...)."""
+
+    exit_code = 5
+
+
 class Interrupted(TextclfError):
     """Ctrl-C or SIGTERM; the run was saved and marked interrupted."""
 

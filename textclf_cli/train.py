@@ -25,6 +25,7 @@ from textclf_cli.config import (
     with_stored_auto,
 )
 from textclf_cli.console import add_log_file, log, remove_handler
+from textclf_cli.data.checks import log_data_summary
 from textclf_cli.data.prepared import PreparedData
 from textclf_cli.device import describe_device
 from textclf_cli.errors import ConfigError, Interrupted, RunError, TextclfError
@@ -100,6 +101,8 @@ def _train(config: Config, processes: Processes, resume: Path | None, promote_if
         curves = TensorBoardLog(run_dir / files.TENSORBOARD_DIR if processes.is_main and config.output.tensorboard
                                 else None)
         try:
+            if processes.is_main and config.check.on_train:
+                log_data_summary(config)  # textclf check's cheap findings, one line (into train.log)
             return _train_in(run_dir, config, data, amp, resume is not None, promote_if_better, processes, curves,
                              on_epoch)
         finally:

@@ -268,6 +268,7 @@ class TableSource:
         self.path, self.layout = path, layout
         self.name = str(path)
         self.groups: list[str] = []  # no grouping of rows for the validation split
+        self.num_skipped = 0  # rows skipped for an empty text or label, once read (textclf check reports them)
         self._fraction: Callable[[], float | None] = lambda: 0.0
 
     def fraction_done(self) -> float | None:
@@ -291,6 +292,7 @@ class TableSource:
                 continue
             usable += 1
             yield where, text, label
+        self.num_skipped = problems.num_empty
         problems.finish(stopped_early)
         if not usable:
             raise DataError(f"{self.path}: no usable examples (every row has an empty text or label)")
