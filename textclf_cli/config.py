@@ -122,6 +122,12 @@ class EmbeddingSettings(Strict):
         None, description="GloVe/word2vec text file (optionally `.gz`, with or without a header line) to initialize "
                           "the embeddings; its vector size must equal `embedding_dim`. Coverage is logged.")
     freeze_embeddings: bool = Field(False, description="Keep pretrained embeddings fixed instead of fine-tuning them.")
+    calibration: Literal["temperature", "none"] = Field(
+        "temperature", description="`temperature`: after training, divide the logits by a temperature fitted on the "
+                                   "validation split, so that a probability of 0.9 is right about 90% of the time "
+                                   "(predict, evaluate and the export all apply it); `none` keeps the raw "
+                                   "probabilities. Inside `model.ensemble` it is not used: the model's own setting "
+                                   "calibrates the mixed logits.")
 
 
 class NgramConfig(Strict):
@@ -129,6 +135,12 @@ class NgramConfig(Strict):
 
     type: Literal["ngram"] = Field(
         "ngram", description="`ngram`: NBSVM-style logistic regression over word (and character) n-grams.")
+    calibration: Literal["temperature", "none"] = Field(
+        "temperature", description="`temperature`: after training, divide the logits by a temperature fitted on the "
+                                   "validation split, so that a probability of 0.9 is right about 90% of the time "
+                                   "(predict, evaluate and the export all apply it); `none` keeps the raw "
+                                   "probabilities. Inside `model.ensemble` it is not used: the model's own setting "
+                                   "calibrates the mixed logits.")
     ngrams: Annotated[int, Field(ge=1, le=4)] | Literal["auto"] = Field(
         AUTO, description="Longest word n-gram. `auto`: 3 when the training split holds at least 1M tokens (after "
                           "truncation), else 2.")

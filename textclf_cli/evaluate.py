@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from textclf_cli import files
+from textclf_cli.calibration import calibration_report, probabilities, reliability_table, risk_coverage
 from textclf_cli.config import Config, validate_config
 from textclf_cli.console import log
 from textclf_cli.data.encoding import encode_stream, encode_texts
@@ -57,6 +58,7 @@ def evaluate(checkpoint_path: Path, run_dir: Path | None, split: str = "test", d
         targets = np.asarray(encoded.targets)
         logits = model_logits(loaded.model, encoded, loaded.max_length, loaded.truncate, batch_size, device, dtype)
     metrics, report_text = score(loaded, targets, logits)
+    metrics.update(calibration_metrics(loaded, targets, logits))
     metrics.update(checkpoint=str(checkpoint_path), data=str(data_file) if data_file else split,
                    checkpoint_epoch=loaded.checkpoint.get("epoch"))
     base = run_dir if run_dir is not None else checkpoint_path.parent
@@ -81,6 +83,21 @@ def score(loaded: LoadedModel, targets: np.ndarray, logits: np.ndarray) -> tuple
     metrics = multilabel_metrics(targets, predictions, loaded.labels)
     metrics["thresholds"] = dict(zip(loaded.labels, loaded.thresholds))
     return metrics, multilabel_report_text(targets, predictions, loaded.labels)
+
+
+def calibration_metrics(loaded: LoadedModel, targets: np.ndarray, logits: np.ndarray) -> dict[str, Any]:
+    """ECE, Brier score and NLL with and without the run's temperature, the reliability tables, and (single-label)
+    the accuracy at each coverage. `logits` are the calibrated ones the model gives (already divided by T)."""
+    multilabel = loaded.task == "multilabel"
+    raw = logits.astype(np.float64) * loaded.temperature
+    report = calibration_report(raw, targets, loaded.temperature, multilabel)
+    calibrated, uncalibrated = (probabilities(raw, t, multilabel) for t in (loaded.temperature, 1.0))
+    report["reliability"] = reliability_table(calibrated, targets, multilabel)
+    report["reliability_uncalibrated"] = reliability_table(uncalibrated, targets, multilabel)
+    extra: dict[str, Any] = {"calibration": report}
+    if not multilabel:
+        extra["risk_coverage"] = risk_coverage(calibrated, targets)
+    return extra
 
 
 def labelled_file_outputs(path: Path, loaded: LoadedModel, batch_size: int, dtype: torch.dtype | None

@@ -241,6 +241,8 @@ def sidecar_content(loaded: LoadedModel, export_format: str, model_file: Path) -
         "task": task,
         "labels": loaded.labels,
         "thresholds": checkpoint.get("thresholds"),
+        # model.calibration: the exported graph already divides the logits by it; recorded for people
+        "temperature": loaded.temperature,
         "label_separator": loaded.label_separator,
         "inputs": copy.deepcopy(MODEL_INPUTS),
         "outputs": {

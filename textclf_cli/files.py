@@ -24,6 +24,8 @@ METRICS_FILE = "metrics.json"
 REPORT_FILE = "classification_report.txt"
 CONFUSION_CSV = "confusion_matrix.csv"
 CONFUSION_PNG = "confusion_matrix.png"
+RELIABILITY_PNG = "reliability.png"  # confidence against accuracy, before and after calibration
+RISK_COVERAGE_CSV, RISK_COVERAGE_PNG = "risk_coverage.csv", "risk_coverage.png"  # accuracy at each coverage
 PER_LABEL_CSV = "per_label.csv"  # multilabel: threshold, precision, recall, f1, support, tn, fp, fn, tp per label
 PER_LABEL_F1_PNG = "per_label_f1.png"  # multilabel
 

@@ -19,6 +19,7 @@ def write_evaluation(out_dir: Path, metrics: dict[str, Any], report_text: str) -
     write_text_atomic(out_dir / files.CONFUSION_CSV, matrix.to_csv())
     write_text_atomic(out_dir / files.REPORT_FILE, report_text)
     plot_confusion_matrix(matrix, out_dir / files.CONFUSION_PNG)
+    write_calibration_files(out_dir, metrics)
     write_json_atomic(out_dir / files.METRICS_FILE, metrics)  # last: its presence means the rest is there
 
 
@@ -28,6 +29,7 @@ def write_multilabel_evaluation(out_dir: Path, metrics: dict[str, Any], report_t
     write_text_atomic(out_dir / files.PER_LABEL_CSV, table.to_csv(index=False))
     write_text_atomic(out_dir / files.REPORT_FILE, report_text)
     plot_per_label_f1(table, out_dir / files.PER_LABEL_F1_PNG)
+    write_calibration_files(out_dir, metrics)
     write_json_atomic(out_dir / files.METRICS_FILE, metrics)  # last: its presence means the rest is there
 
 
@@ -88,6 +90,58 @@ def plot_confusion_matrix(matrix: pd.DataFrame, path: Path) -> None:
         axes.text(column, row, str(count), ha="center", va="center",
                   color="white" if count > threshold else "black")
     axes.set_title("confusion matrix")
+    _save_figure(figure, path)
+
+
+def write_calibration_files(out_dir: Path, metrics: dict[str, Any]) -> None:
+    """reliability.png from metrics["calibration"], and risk_coverage.csv/.png from metrics["risk_coverage"]."""
+    calibration = metrics.get("calibration")
+    if calibration:
+        plot_reliability(calibration, out_dir / files.RELIABILITY_PNG)
+    if metrics.get("risk_coverage"):
+        table = pd.DataFrame(metrics["risk_coverage"])
+        write_text_atomic(out_dir / files.RISK_COVERAGE_CSV, table.to_csv(index=False))
+        plot_risk_coverage(table, out_dir / files.RISK_COVERAGE_PNG)
+
+
+def plot_reliability(calibration: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(5, 5))
+    axes.plot([0, 1], [0, 1], "k:", label="perfectly calibrated")
+    for key, name, style in (("reliability_uncalibrated", "uncalibrated", "s--"), ("reliability", "calibrated", "o-")):
+        rows = [row for row in calibration.get(key, []) if row["count"]]
+        ece = calibration["ece_uncalibrated" if key.endswith("uncalibrated") else "ece"]
+        axes.plot([row["confidence"] for row in rows], [row["accuracy"] for row in rows], style,
+                  label=f"{name} (ECE {ece:.3f})")
+    axes.set_xlabel("confidence of the predicted label")
+    axes.set_ylabel("accuracy")
+    axes.set_title(f"reliability (temperature {calibration['temperature']:.2f})")
+    axes.set_xlim(0, 1)
+    axes.set_ylim(0, 1)
+    axes.grid(alpha=0.3)
+    axes.legend(loc="upper left")
+    _save_figure(figure, path)
+
+
+def plot_risk_coverage(table: pd.DataFrame, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(5, 4))
+    axes.plot(table["coverage"], table["accuracy"], "o-")
+    for _, row in table.iterrows():
+        axes.annotate(f"p >= {row['min_confidence']:.2f}", (row["coverage"], row["accuracy"]), fontsize=7,
+                      textcoords="offset points", xytext=(3, 3))
+    axes.set_xlabel("coverage (share of texts answered)")
+    axes.set_ylabel("accuracy on the answered texts")
+    axes.set_title("accuracy at a coverage (predict --min-confidence)")
+    axes.grid(alpha=0.3)
     _save_figure(figure, path)
 
 

@@ -43,6 +43,7 @@ from textclf_cli.runs.leftovers import remove_data_leftovers, tidy_experiment
 from textclf_cli.runs.status import COMPLETED, FAILED, INTERRUPTED, RUNNING, now_iso, update_status
 from textclf_cli.training.auto import resolve_auto
 from textclf_cli.training.build import build_trainer
+from textclf_cli.training.calibrate import calibrate_best
 from textclf_cli.training.distributed import Processes
 from textclf_cli.training.interrupts import SignalInterrupt, interrupt_on_signals
 from textclf_cli.training.loop import fit
@@ -161,7 +162,7 @@ def _train_in(run_dir: Path, config: Config, data: PreparedData, amp: Any, resum
         return TrainResult(run_dir, state)
     with trainer.stop:  # the run is trained: a signal now waits until it is recorded as completed
         curves.hparams(config_to_dict(config), state.history, state.best_epoch)
-        return finish_run(run_dir, config, state, promote_if_better, refitted)
+        return finish_run(run_dir, config, data, state, promote_if_better, refitted)
 
 
 def _set_up_recorded(run_dir: Path, config: Config, data: PreparedData, amp: Any, resuming: bool,
@@ -279,11 +280,12 @@ def resume_run_dir(config: Config, run_dir: Path) -> tuple[Path, Config]:
     return run_dir, stored
 
 
-def finish_run(run_dir: Path, config: Config, state: TrainState, promote_if_better: bool,
+def finish_run(run_dir: Path, config: Config, data: PreparedData, state: TrainState, promote_if_better: bool,
                refitted: dict[str, Any] | None = None) -> TrainResult:
     from textclf_cli.report import plot_training_curves
 
     plot_training_curves(pd.DataFrame(state.history), run_dir / files.CURVES_PNG)
+    calibrate_best(run_dir, config, data)  # before the export, whose graph divides by the temperature
     export_for_predict(run_dir, config.output.export_onnx)  # before `completed`: predict may take it from then on
     summary = {"finished_at": now_iso(), "epochs_completed": state.epoch, "best_epoch": state.best_epoch,
                "best_metric": state.best_metric, "monitor": config.train.monitor, "refit": refitted}

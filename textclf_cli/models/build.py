@@ -9,12 +9,15 @@ from torch import nn
 from textclf_cli.models.ensemble import Ensemble
 from textclf_cli.models.families import FAMILIES
 
-NOT_MODEL_ARGS = {"type", "pretrained_embeddings", "freeze_embeddings"}
+NOT_MODEL_ARGS = {"type", "pretrained_embeddings", "freeze_embeddings", "calibration"}
 
 
 def model_kwargs(model_config: Any) -> dict[str, Any]:
     """The flat constructor arguments a checkpoint stores (config keys minus the loading-only ones)."""
-    return {key: value for key, value in model_config.model_dump().items() if key not in NOT_MODEL_ARGS}
+    kwargs = {key: value for key, value in model_config.model_dump().items() if key not in NOT_MODEL_ARGS}
+    if isinstance(kwargs.get("ensemble"), dict):
+        kwargs["ensemble"] = {key: value for key, value in kwargs["ensemble"].items() if key != "calibration"}
+    return kwargs
 
 
 def build_model(model_type: str, vocab_size: int, num_classes: int, kwargs: dict[str, Any]) -> nn.Module:

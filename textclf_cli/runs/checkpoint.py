@@ -17,6 +17,7 @@ from textclf_cli.atomic import write_atomic
 from textclf_cli.data.text import TokenizerSettings
 from textclf_cli.errors import RunError
 from textclf_cli.models.build import build_model
+from textclf_cli.models.calibration import TemperatureScaled
 
 if TYPE_CHECKING:  # loop.py and config.py are not needed to load a model for predict
     from textclf_cli.config import Config
@@ -97,7 +98,7 @@ def save_checkpoint(path: Path, checkpoint: dict[str, Any]) -> None:
 def new_checkpoint(model: nn.Module, meta: CheckpointMeta, **extra: Any) -> dict[str, Any]:
     """The plain dict written to a .pt file: marker, metadata, weights and `extra` (epoch, metrics, training)."""
     return {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **meta.to_dict(),
-            "state_dict": unwrapped_state_dict(model), **extra}
+            "state_dict": unwrapped_state_dict(model), "temperature": 1.0, **extra}
 
 
 def load_checkpoint(path: Path, mmap: bool = False) -> dict[str, Any]:
@@ -135,6 +136,7 @@ class LoadedModel:
     task: str = "multiclass"
     thresholds: list[float] | None = None  # multilabel: decision threshold per label
     label_separator: str = "|"  # multilabel: joins label sets in CSV output
+    temperature: float = 1.0  # model.calibration: the model's logits are already divided by it
 
 
 def load_model(path: Path, device: torch.device) -> LoadedModel:
@@ -143,11 +145,14 @@ def load_model(path: Path, device: torch.device) -> LoadedModel:
         meta = CheckpointMeta.from_dict(checkpoint)
         model = build_model(meta.model_type, len(meta.vocab), len(meta.labels), meta.model_kwargs)
         model.load_state_dict(checkpoint["state_dict"], assign=True)
-    except (KeyError, TypeError, RuntimeError) as exc:
+        temperature = float(checkpoint["temperature"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise RunError(f"{path}: checkpoint is incomplete or does not match its model ({str(exc)[:160]})") from None
+    if temperature != 1.0:
+        model = TemperatureScaled(model, temperature)
     model.to(device).eval()
     thresholds = checkpoint.get("thresholds")  # multilabel: per label, from the saved epoch
     if meta.task == "multilabel" and (not isinstance(thresholds, list) or len(thresholds) != len(meta.labels)):
         raise RunError(f"{path}: multi-label checkpoint without one decision threshold per label; retrain it")
     return LoadedModel(model, meta.vocab, meta.labels, meta.tokenizer, meta.max_length, meta.truncate, checkpoint, path,
-                       meta.task, thresholds, meta.label_separator)
+                       meta.task, thresholds, meta.label_separator, temperature)
