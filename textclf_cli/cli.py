@@ -45,6 +45,11 @@ PrecisionOption = Annotated[
 ]
 
 
+MinConfidenceOption = Annotated[float | None, typer.Option(
+    "--min-confidence", min=0.0, max=1.0, help="Abstain below this top probability: no label (JSONL: label null, "
+    "abstained true; CSV: empty label; a dim table row), the probabilities still given. Single-label models.")]
+
+
 class Split(str, Enum):
     test = "test"
     valid = "valid"
@@ -309,6 +314,7 @@ def predict(
     device: DeviceOption = "auto",
     precision: PrecisionOption = Precision.auto,
     batch_size: BatchSizeOption = 128,
+    min_confidence: MinConfidenceOption = None,
     quiet: QuietOption = False,
 ) -> None:
     """Label texts with a trained model; the checkpoint alone, or its ONNX export (no torch import), is enough."""
@@ -319,7 +325,7 @@ def predict(
     options = PredictOptions(target=target, texts=texts or [], input_file=input_file, text_column=text_column,
                              output_format=output_format.value, output=output, top_k=top_k,
                              overrides=list(overrides or []), device=device, precision=precision.value,
-                             batch_size=batch_size)
+                             batch_size=batch_size, min_confidence=min_confidence)
     written = predict_texts(options, _resolve_target)
     if written is not None:
         console.result(f"{written} prediction(s) written to {output}")

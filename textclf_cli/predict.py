@@ -19,8 +19,9 @@ from textclf_cli.data.sources import iter_texts_file
 from textclf_cli.errors import ConfigError, DataError
 from textclf_cli.runs.folders import refuse_model_as_output
 from textclf_cli.serving import onnx as onnx_predict
-from textclf_cli.serving.scoring import Predictions, Scorer, predict_stream, rows
+from textclf_cli.serving.scoring import Predictions, Scorer, check_min_confidence, predict_stream, rows
 from textclf_cli.serving.sidecar import sidecar_path
+from textclf_cli.serving.targets import checkpoint_scorer
 
 TargetResolver = Callable[[str, list[str]], tuple[Path, Path | None]]  # TARGET, --set -> (checkpoint, run folder)
 
@@ -40,6 +41,7 @@ class PredictOptions:
     device: str = "auto"
     precision: str = "auto"
     batch_size: int = 128
+    min_confidence: float | None = None  # below it a text is abstained: no label, its probabilities still given
 
 
 def predict(options: PredictOptions, resolve_target: TargetResolver) -> int | None:
@@ -52,15 +54,17 @@ def predict(options: PredictOptions, resolve_target: TargetResolver) -> int | No
         onnx_predict.check_onnx_options(options.device, options.precision, options.overrides)
     stream = iter_texts(options.texts, options.input_file, options.text_column)
     scorer = onnx_target_scorer(options) if onnx else checkpoint_target_scorer(options, resolve_target)
+    check_min_confidence(options.min_confidence, scorer)
     chunks = predict_stream(scorer, stream, batch_size=options.batch_size)
+    shown = (options.top_k, options.min_confidence)
     if options.output_format == "table":
         for chunk in chunks:
-            show_table(rows(chunk, options.top_k))
+            show_table(rows(chunk, *shown))
         return None
     if options.output is None:
-        write_stream(chunks, options.output_format, sys.stdout, options.top_k)
+        write_stream(chunks, options.output_format, sys.stdout, *shown)
         return None
-    return write_file(chunks, options.output_format, options.output, options.top_k)
+    return write_file(chunks, options.output_format, options.output, *shown)
 
 
 def check_predict_options(options: PredictOptions) -> None:
@@ -84,30 +88,13 @@ def checkpoint_target_scorer(options: PredictOptions, resolve_target: TargetReso
     checkpoint, run_dir = resolve_target(options.target, options.overrides)
     exported = [] if run_dir is None else onnx_files(run_dir / files.EXPORT_DIR / files.EXPORT_ONNX)
     refuse_model_as_output("predict", options.output, [checkpoint, *exported], run_dir)
-    return checkpoint_scorer(checkpoint, run_dir, options.device, options.precision)
+    return checkpoint_scorer(checkpoint, run_dir, options.device, options.precision).scorer
 
 
 def onnx_files(model: Path) -> list[Path]:
     """An ONNX model and its sidecar, from either of the two."""
     onnx = model.with_suffix("") if model.suffix.lower() == ".json" else model
     return [onnx, sidecar_path(onnx)]
-
-
-def checkpoint_scorer(checkpoint: Path, run_dir: Path | None, device: str, precision: str) -> Scorer:
-    """The scorer of a checkpoint, or of its run's export for a few texts on the CPU in fp32. torch is
-    imported only once the checkpoint is loaded, never on an ONNX path."""
-
-    def from_checkpoint() -> Scorer:
-        # imported here, not at the top: these import torch, which the ONNX path never needs
-        from textclf_cli.device import resolve_device
-        from textclf_cli.runs.checkpoint import load_model
-        from textclf_cli.serving import scoring
-
-        return scoring.checkpoint_scorer(load_model(checkpoint, resolve_device(device)), precision)
-
-    export = onnx_predict.run_export_scorer(checkpoint, run_dir, from_checkpoint) \
-        if device in ("auto", "cpu") and precision in ("auto", "fp32") else None
-    return export or from_checkpoint()
 
 
 def iter_texts(texts: list[str], input_file: Path | None, text_column: str) -> Iterator[str]:
@@ -135,11 +122,12 @@ def _not_empty(texts: Iterator[str], error: Exception) -> Iterator[str]:
     return itertools.chain([first], texts)
 
 
-def write_stream(predictions: Iterable[Predictions], output_format: str, handle: IO[str], top_k: int | None) -> int:
+def write_stream(predictions: Iterable[Predictions], output_format: str, handle: IO[str], top_k: int | None,
+                 min_confidence: float | None = None) -> int:
     """Write jsonl or csv predictions as they come (one CSV header); returns how many texts were written."""
     count = 0
     for chunk in predictions:
-        records = rows(chunk, top_k)
+        records = rows(chunk, top_k, min_confidence)
         if output_format == "csv":
             separator = chunk.label_separator if chunk.multilabel else None
             handle.write(format_csv(records, chunk.labels, separator, header=count == 0))
@@ -150,13 +138,14 @@ def write_stream(predictions: Iterable[Predictions], output_format: str, handle:
     return count
 
 
-def write_file(predictions: Iterable[Predictions], output_format: str, output: Path, top_k: int | None) -> int:
+def write_file(predictions: Iterable[Predictions], output_format: str, output: Path, top_k: int | None,
+               min_confidence: float | None = None) -> int:
     """write_stream into `output`, which appears (atomically) only once every text is predicted."""
     written = []
 
     def write(handle: IO[bytes]) -> None:
         text = io.TextIOWrapper(handle, encoding="utf-8", newline="")
-        written.append(write_stream(predictions, output_format, text, top_k))
+        written.append(write_stream(predictions, output_format, text, top_k, min_confidence))
         text.flush()
         text.detach()  # write_atomic closes the file itself
 
@@ -169,15 +158,19 @@ def format_jsonl(records: list[dict]) -> str:
 
 
 def format_csv(records: list[dict], labels: list[str], label_separator: str | None = None, header: bool = True) -> str:
-    """text, label (or with a label_separator, multilabel: labels joined by it), then p_<label> per label."""
+    """text, label (or with a label_separator, multilabel: labels joined by it), then p_<label> per label. An
+    abstained text (--min-confidence) has an empty label."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     if header:
         writer.writerow(["text", "label" if label_separator is None else "labels", *(f"p_{label}" for label in labels)])
     for record in records:
-        chosen = record["label"] if label_separator is None else label_separator.join(record["labels"])
+        chosen = (record["label"] or "") if label_separator is None else label_separator.join(record["labels"])
         writer.writerow([record["text"], chosen, *(record["probabilities"].get(label, "") for label in labels)])
     return buffer.getvalue()
+
+
+ABSTAINED_CELL = "(abstained)"  # the label cell of a text below --min-confidence, in a dim row
 
 
 def show_table(records: list[dict]) -> None:
@@ -193,6 +186,7 @@ def show_table(records: list[dict]) -> None:
     for record in records:
         probs = ", ".join(f"{label}: {p:.3f}" for label, p in record["probabilities"].items())
         text = record["text"] if len(record["text"]) <= 200 else record["text"][:197] + "..."
-        chosen = ", ".join(record["labels"]) if multilabel else record["label"]
-        table.add_row(table_cell(text), table_cell(chosen), table_cell(probs))
+        abstained = record.get("abstained", False)
+        chosen = ", ".join(record["labels"]) if multilabel else ABSTAINED_CELL if abstained else record["label"]
+        table.add_row(table_cell(text), table_cell(chosen), table_cell(probs), style="dim" if abstained else None)
     stdout.print(table)

@@ -12,6 +12,7 @@ import numpy as np
 from textclf_cli.data.encoding import encode_stream, encode_texts
 from textclf_cli.data.prepared import EncodedSplit
 from textclf_cli.data.text import TokenizerSettings
+from textclf_cli.errors import ConfigError
 from textclf_cli.serving.multilabel import sigmoid
 
 if TYPE_CHECKING:  # the checkpoint path alone imports torch, and only when it is taken (an ONNX model never is)
@@ -121,9 +122,11 @@ def _batched(items: Iterable[str], size: int) -> Iterator[list[str]]:  # itertoo
         yield chunk
 
 
-def rows(predictions: Predictions, top_k: int | None) -> list[dict]:
+def rows(predictions: Predictions, top_k: int | None, min_confidence: float | None = None) -> list[dict]:
     """One dict per text: text, label (multilabel: labels), probabilities of the top_k labels (all when None),
-    highest first. Multilabel: the labels at or above their threshold, most probable first, at most top_k."""
+    highest first. Multilabel: the labels at or above their threshold, most probable first, at most top_k.
+    min_confidence (single-label): a text whose top probability is below it gets label None and abstained True
+    (the others abstained False); its probabilities are still given."""
     result = []
     labels = predictions.labels
     k = len(labels) if not top_k else min(top_k, len(labels))
@@ -135,6 +138,17 @@ def rows(predictions: Predictions, top_k: int | None) -> list[dict]:
         if thresholds is not None:
             chosen = [labels[i] for i in order if probs[i] >= thresholds[i]]
             result.append({"text": text, "labels": chosen, "probabilities": shown})
-        else:
+        elif min_confidence is None:
             result.append({"text": text, "label": labels[order[0]], "probabilities": shown})
+        else:
+            abstained = probs[order[0]] < min_confidence
+            result.append({"text": text, "label": None if abstained else labels[order[0]], "abstained": abstained,
+                           "probabilities": shown})
     return result
+
+
+def check_min_confidence(min_confidence: float | None, scorer: Scorer) -> None:
+    """--min-confidence applies to single-label models: a multi-label model decides each label on its threshold."""
+    if min_confidence is not None and scorer.thresholds is not None:
+        raise ConfigError(f"--min-confidence {min_confidence} applies to single-label models; this model is "
+                          f"multi-label, whose tuned per-label thresholds already decide each label: leave it out")
