@@ -331,6 +331,47 @@ def predict(
         console.result(f"{written} prediction(s) written to {output}")
 
 
+@app.command()
+@handled
+def serve(
+    target: Annotated[str, typer.Argument(help="Experiment folder (follows best, else latest), config (.yaml: its "
+                                          "experiment), run folder, checkpoint .pt, or an ONNX export.")],
+    host: Annotated[str, typer.Option("--host", help="Interface to listen on (0.0.0.0: all, with a warning).")]
+    = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=0, max=65535)] = 8000,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Server processes, each with its own model.")] = 1,
+    max_batch: Annotated[int, typer.Option("--max-batch", min=1, help="Most texts in one model call.")] = 256,
+    max_wait_ms: Annotated[float, typer.Option(
+        "--max-wait-ms", min=0.0, help="How long a request waits for others to share its model call.")] = 5.0,
+    reload_every: Annotated[str, typer.Option(
+        "--reload-every", help="Check the target for a new model this often (30s, 5m; 0: only POST /v1/reload).")]
+    = "30s",
+    min_confidence: MinConfidenceOption = None,
+    max_texts: Annotated[int, typer.Option("--max-texts", min=1, help="Most texts in one request.")] = 1000,
+    max_chars: Annotated[int, typer.Option("--max-chars", min=1, help="Most characters in one text.")] = 100_000,
+    api_key_file: Annotated[Path | None, typer.Option(
+        "--api-key-file", help="Require `Authorization: Bearer KEY` (the file's first line) on every route but "
+                               "/healthz.")] = None,
+    grace: Annotated[str, typer.Option("--grace", help="On SIGTERM/SIGINT, how long requests in flight may take.")]
+    = "30s",
+    overrides: SetOption = None,
+    quiet: QuietOption = False,
+) -> None:
+    """Serve predictions over HTTP (FastAPI), following the target's promotions without dropping a request."""
+    console.setup_logging(quiet)
+    from textclf_cli.serve import ServeOptions, check_serve_dependencies, duration_seconds, read_api_key
+    from textclf_cli.serve import serve as serve_model
+    from textclf_cli.serving.settings import ServeSettings
+
+    check_serve_dependencies()
+    settings = ServeSettings(target=str(_experiment_dir(Path(target), overrides)), max_batch=max_batch,
+                             max_wait_ms=max_wait_ms, reload_every_s=duration_seconds(reload_every, "--reload-every"),
+                             min_confidence=min_confidence, max_texts=max_texts, max_chars=max_chars,
+                             api_key=read_api_key(api_key_file))
+    serve_model(settings, ServeOptions(host=host, port=port, workers=workers,
+                                       grace_s=duration_seconds(grace, "--grace")))
+
+
 @runs_app.command("list")
 @handled
 def runs_list(
