@@ -275,6 +275,9 @@ def evaluate(
     overrides: SetOption = None,
     split: Annotated[Split, typer.Option("--split", help="Prepared split to evaluate.")] = Split.test,
     data: Annotated[Path | None, typer.Option("--data", help="A labelled CSV/TSV/JSONL file instead.")] = None,
+    compare: Annotated[str | None, typer.Option(
+        "--compare", help="Another run (folder, checkpoint or config) scored on the same texts: metric deltas, and "
+                          "the texts whose prediction changed (changed.csv).")] = None,
     device: DeviceOption = "auto",
     precision: PrecisionOption = Precision.auto,
     batch_size: BatchSizeOption = 128,
@@ -283,14 +286,17 @@ def evaluate(
     """Accuracy, precision, recall, F1, confusion matrix; written to the run folder."""
     console.setup_logging(quiet)
     from textclf_cli.evaluate import evaluate as evaluate_model
-    from textclf_cli.report import show_metrics, show_multilabel_metrics
+    from textclf_cli.report import show_comparison, show_metrics, show_multilabel_metrics
 
     checkpoint, run_dir = _resolve_target(target, overrides)
+    other = _resolve_target(compare, None) if compare else None
     result = evaluate_model(checkpoint, run_dir, split=split.value, data_file=data, device_spec=device,
-                            precision=precision.value, batch_size=batch_size)
+                            precision=precision.value, batch_size=batch_size, compare=other)
     metrics, multilabel = result.metrics, "per_label" in result.metrics
     if not quiet:
         (show_multilabel_metrics if multilabel else show_metrics)(metrics, f"{result.name}: {checkpoint}")
+    if "compare" in metrics:
+        show_comparison(metrics)
     headline = (f"f1_micro {metrics['f1_micro']:.4f} f1_macro {metrics['f1_macro']:.4f} subset_accuracy "
                 f"{metrics['subset_accuracy']:.4f}" if multilabel
                 else f"accuracy {metrics['accuracy']:.4f} f1_macro {metrics['f1_macro']:.4f}")

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 
 from textclf_cli import files
+from textclf_cli.atomic import write_text_atomic
 from textclf_cli.calibration import calibration_report, probabilities, reliability_table, risk_coverage
 from textclf_cli.config import Config, validate_config
 from textclf_cli.console import log
@@ -25,9 +28,13 @@ from textclf_cli.metrics import (
     classification_report_text,
     multilabel_metrics,
     multilabel_report_text,
+    one_vs_rest,
+    ranking_metrics,
+    scalar_deltas,
+    top_confusions,
 )
 from textclf_cli.precision import inference_dtype
-from textclf_cli.report import write_evaluation, write_multilabel_evaluation
+from textclf_cli.report import write_error_analysis, write_evaluation, write_multilabel_evaluation
 from textclf_cli.runs.checkpoint import LoadedModel, load_model
 from textclf_cli.serving.inference import model_logits
 
@@ -42,21 +49,22 @@ class EvaluationResult:
 
 
 def evaluate(checkpoint_path: Path, run_dir: Path | None, split: str = "test", data_file: Path | None = None,
-             device_spec: str = "auto", batch_size: int = 128, precision: str = "auto") -> EvaluationResult:
+             device_spec: str = "auto", batch_size: int = 128, precision: str = "auto",
+             compare: tuple[Path, Path | None] | None = None) -> EvaluationResult:
+    """Score a checkpoint on a split or file and write evaluation/<name>/; `compare`: (checkpoint, run folder)
+    of another run, scored on the same texts, whose metric deltas and changed predictions are written too."""
     device = resolve_device(device_spec)
     loaded = load_model(checkpoint_path, device)
     dtype = inference_dtype(precision, device)
     if data_file is not None:
-        targets, logits = labelled_file_outputs(data_file, loaded, batch_size, dtype)
         name = f"data-{data_file.stem.removesuffix('.csv').removesuffix('.tsv').removesuffix('.jsonl')}"
     else:
+        name = split
         if split == "valid" and loaded.checkpoint.get("refit"):
             log.warning(f"{checkpoint_path} was refitted on train + valid (train.refit): its validation figures are "
                         f"not held out; evaluate {files.CHECKPOINTS_DIR}/{files.SELECTED_CHECKPOINT} for the model "
                         f"chosen on validation")
-        encoded, name = prepared_split(loaded, split, run_dir), split
-        targets = np.asarray(encoded.targets)
-        logits = model_logits(loaded.model, encoded, loaded.max_length, loaded.truncate, batch_size, device, dtype)
+    targets, logits, texts = model_outputs(loaded, split, data_file, run_dir, batch_size, dtype)
     metrics, report_text = score(loaded, targets, logits)
     metrics.update(calibration_metrics(loaded, targets, logits))
     metrics.update(checkpoint=str(checkpoint_path), data=str(data_file) if data_file else split,
@@ -65,9 +73,27 @@ def evaluate(checkpoint_path: Path, run_dir: Path | None, split: str = "test", d
     if run_dir is not None and checkpoint_path.name != files.BEST_CHECKPOINT:  # e.g. selected.pt: beside best's
         name = f"{name}-{checkpoint_path.stem}"
     out_dir = base / files.EVALUATION_DIR / name
+    predicted = Predicted.of(loaded, targets, logits, texts)
+    metrics.update(ranking_metrics(targets, predicted.probabilities, loaded.labels))
+    write_error_analysis(out_dir, predicted.errors(), predicted.confusions(), predicted.onehot_targets,
+                         predicted.probabilities, loaded.labels)
+    if compare is not None:
+        metrics["compare"] = compare_runs(out_dir, metrics, predicted, compare, split, data_file, batch_size,
+                                          device, dtype)
     write = write_multilabel_evaluation if loaded.task == "multilabel" else write_evaluation
     write(out_dir, metrics, report_text)
     return EvaluationResult(metrics, out_dir, name)
+
+
+def model_outputs(loaded: LoadedModel, split: str, data_file: Path | None, run_dir: Path | None, batch_size: int,
+                  dtype: torch.dtype | None) -> tuple[np.ndarray, np.ndarray, TextsOf]:
+    """(targets, logits, the texts by row, read only when asked for) of a labelled file or a split."""
+    if data_file is not None:
+        return labelled_file_outputs(data_file, loaded, batch_size, dtype)
+    encoded = prepared_split(loaded, split, run_dir)
+    device = next(loaded.model.parameters()).device
+    logits = model_logits(loaded.model, encoded, loaded.max_length, loaded.truncate, batch_size, device, dtype)
+    return np.asarray(encoded.targets), logits, lambda: split_texts(loaded, split, encoded)
 
 
 def score(loaded: LoadedModel, targets: np.ndarray, logits: np.ndarray) -> tuple[dict[str, Any], str]:
@@ -101,9 +127,9 @@ def calibration_metrics(loaded: LoadedModel, targets: np.ndarray, logits: np.nda
 
 
 def labelled_file_outputs(path: Path, loaded: LoadedModel, batch_size: int, dtype: torch.dtype | None
-                          ) -> tuple[np.ndarray, np.ndarray]:
-    """(targets, raw model outputs) of a labelled CSV/TSV/JSONL/Parquet file (plain or .gz), streamed in chunks;
-    multilabel targets are (n, C) multi-hot rows."""
+                          ) -> tuple[np.ndarray, np.ndarray, TextsOf]:
+    """(targets, raw model outputs, its texts) of a labelled CSV/TSV/JSONL/Parquet file (plain or .gz), streamed
+    in chunks; multilabel targets are (n, C) multi-hot rows. The texts are kept for errors.csv."""
     data = loaded.checkpoint["config"]["data"]
     file_format = format_of(path)
     if file_format is None:
@@ -118,11 +144,13 @@ def labelled_file_outputs(path: Path, loaded: LoadedModel, batch_size: int, dtyp
     device = next(loaded.model.parameters()).device
     targets = [np.zeros((0, len(loaded.labels)), np.uint8) if multilabel else np.zeros(0, np.int64)]
     outputs = [np.zeros((0, len(loaded.labels)), np.float32)]
+    texts: list[str] = []
     for chunk, encoded in encode_stream(source.chunks(EVALUATE_CHUNK), loaded.tokenizer, loaded.vocab):
         targets.append(_chunk_targets(chunk, label_index, path, multilabel))
         outputs.append(model_logits(loaded.model, encoded, loaded.max_length, loaded.truncate, batch_size,
                                     device, dtype))
-    return np.concatenate(targets), np.concatenate(outputs)
+        texts.extend(chunk.texts)
+    return np.concatenate(targets), np.concatenate(outputs), lambda: texts
 
 
 def _chunk_targets(chunk: TextChunk, label_index: dict[str, int], path: Path, multilabel: bool) -> np.ndarray:
@@ -207,3 +235,122 @@ def encode_labelled(texts: LabelledTexts, loaded: LoadedModel) -> EncodedSplit:
                                 f"(it knows: {', '.join(loaded.labels)})")
     targets = label_targets(texts.labels, loaded.labels, multilabel)
     return encode_texts(texts.texts, loaded.tokenizer, loaded.vocab, targets)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# where the model fails: errors.csv, top_confusions.csv, ROC/PR, and --compare's changed.csv
+
+TextsOf = Callable[[], list[str]]  # the evaluated texts by row, read only when a file needs them
+
+
+@dataclass
+class Predicted:
+    """What a model said about each evaluated text: (N, C) probabilities and 0/1 decisions (single-label: the
+    top label), beside the (N, C) 0/1 gold labels."""
+
+    labels: list[str]
+    onehot_targets: np.ndarray
+    probabilities: np.ndarray
+    decisions: np.ndarray
+    texts: TextsOf
+    multilabel: bool
+
+    @classmethod
+    def of(cls, loaded: LoadedModel, targets: np.ndarray, logits: np.ndarray, texts: TextsOf) -> Predicted:
+        from textclf_cli.serving.multilabel import decide, sigmoid
+
+        multilabel = loaded.task == "multilabel"
+        if multilabel:
+            probabilities = sigmoid(logits)
+            decisions = decide(probabilities, np.array(loaded.thresholds))
+        else:
+            probabilities = torch.softmax(torch.from_numpy(logits).double(), dim=1).numpy()
+            decisions = one_vs_rest(probabilities.argmax(1), len(loaded.labels))
+        return cls(loaded.labels, one_vs_rest(targets, len(loaded.labels)), probabilities, decisions, texts,
+                   multilabel)
+
+    def names(self, rows: np.ndarray) -> list[str]:
+        """Each row's labels as one string ("|"-joined for multi-label sets, "" for none)."""
+        return ["|".join(self.labels[i] for i in np.flatnonzero(row)) for row in rows]
+
+    def confidence(self) -> np.ndarray:
+        """Single-label: the predicted label's probability. Multi-label: how sure the least sure decision is,
+        max(p, 1 - p) at its label."""
+        if not self.multilabel:
+            return self.probabilities.max(1)
+        return np.maximum(self.probabilities, 1 - self.probabilities).min(1)
+
+    def wrong(self) -> np.ndarray:
+        return np.flatnonzero((self.decisions != self.onehot_targets).any(1))
+
+    def errors(self) -> pd.DataFrame:
+        """errors.csv: the misclassified texts, most confident first. Multi-label confidence: the surest wrong
+        decision, max(p, 1 - p) over the labels decided wrongly."""
+        rows, texts = self.wrong(), self.texts()
+        if self.multilabel:
+            wrong = self.decisions[rows] != self.onehot_targets[rows]
+            sureness = np.maximum(self.probabilities[rows], 1 - self.probabilities[rows])
+            confidence = np.where(wrong, sureness, 0).max(1) if len(rows) else np.zeros(0)
+        else:
+            confidence = self.probabilities[rows].max(1)
+        table = pd.DataFrame({"row": rows + 1, "text": [texts[i] for i in rows],
+                              "gold": self.names(self.onehot_targets[rows]),
+                              "predicted": self.names(self.decisions[rows]), "confidence": confidence})
+        if not self.multilabel:
+            table["gold_probability"] = self.probabilities[rows, self.onehot_targets[rows].argmax(1)]
+        return table.sort_values(["confidence", "row"], ascending=[False, True], kind="stable")
+
+    def confusions(self) -> pd.DataFrame:
+        rows = self.wrong()
+        pairs = top_confusions(self.names(self.onehot_targets[rows]), self.names(self.decisions[rows]))
+        return pd.DataFrame(pairs, columns=["gold", "predicted", "count"])
+
+    def changed(self, other: Predicted) -> pd.DataFrame:
+        """changed.csv: the texts whose prediction differs from `other`'s, in row order."""
+        rows = np.flatnonzero((self.decisions != other.decisions).any(1))
+        texts = self.texts()
+        return pd.DataFrame({"row": rows + 1, "text": [texts[i] for i in rows],
+                             "gold": self.names(self.onehot_targets[rows]),
+                             "predicted": self.names(self.decisions[rows]), "confidence": self.confidence()[rows],
+                             "other_predicted": other.names(other.decisions[rows]),
+                             "other_confidence": other.confidence()[rows]})
+
+
+def split_texts(loaded: LoadedModel, split: str, encoded: EncodedSplit) -> list[str]:
+    """The split's texts from the run's input files; when those are gone (or changed), its tokens."""
+    config = validate_config(loaded.checkpoint["config"], source=f"{loaded.path} (stored config)")
+    try:
+        texts = raw_split(config, split).texts
+    except DataError as exc:
+        texts, reason = [], str(exc).splitlines()[0]
+    else:
+        reason = f"{len(texts)} texts in the input files, {len(encoded)} prepared"
+    if len(texts) == len(encoded):
+        return texts
+    log.warning(f"{files.ERRORS_CSV} shows the {split} texts as their tokens ({reason})")
+    vocab = loaded.vocab
+    return [" ".join(vocab[i] for i in encoded.ids[start:stop])
+            for start, stop in zip(encoded.offsets[:-1], encoded.offsets[1:])]
+
+
+def compare_runs(out_dir: Path, metrics: dict[str, Any], predicted: Predicted, compare: tuple[Path, Path | None],
+                 split: str, data_file: Path | None, batch_size: int, device: torch.device,
+                 dtype: torch.dtype | None) -> dict[str, Any]:
+    """Score the other run on the same texts; changed.csv, and what metrics.json records under "compare"."""
+    other_checkpoint, other_run = compare
+    other = load_model(other_checkpoint, device)
+    if other.labels != predicted.labels or other.task != ("multilabel" if predicted.multilabel else "multiclass"):
+        raise DataError(f"--compare {other_checkpoint}: its labels ({', '.join(other.labels)}) or task differ from "
+                        f"this run's ({', '.join(predicted.labels)}); only runs of the same labels compare")
+    targets, logits, _ = model_outputs(other, split, data_file, other_run, batch_size, dtype)
+    if not np.array_equal(one_vs_rest(targets, len(other.labels)), predicted.onehot_targets):
+        raise DataError(f"--compare {other_checkpoint}: its {split} split holds other texts than this run's (other "
+                        f"input files, or another validation carve); compare both on one file with --data FILE")
+    other_metrics, _ = score(other, targets, logits)
+    other_predicted = Predicted.of(other, targets, logits, predicted.texts)
+    other_metrics.update(ranking_metrics(targets, other_predicted.probabilities, other.labels))
+    changed = predicted.changed(other_predicted)
+    write_text_atomic(out_dir / files.CHANGED_CSV, changed.to_csv(index=False))
+    deltas = scalar_deltas(metrics, other_metrics)
+    return {"checkpoint": str(other_checkpoint), "changed": len(changed), "deltas": deltas,
+            "other": {key: other_metrics[key] for key in deltas}}

@@ -211,3 +211,61 @@ def show_multilabel_metrics(metrics: dict[str, Any], title: str) -> None:
         per_label.add_row(*(f"{value:.4f}" if isinstance(value, float) else table_cell(value) for value in row))
     for shown in (summary, per_label):
         stdout.print(shown)
+
+
+def write_error_analysis(out_dir: Path, errors: pd.DataFrame, confusions: pd.DataFrame, onehot_targets: Any,
+                         probabilities: Any, labels: list[str]) -> None:
+    """errors.csv, top_confusions.csv, roc.png and pr.png (before metrics.json, which is written last)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out_dir / files.ERRORS_CSV, errors.to_csv(index=False))
+    write_text_atomic(out_dir / files.TOP_CONFUSIONS_CSV, confusions.to_csv(index=False))
+    plot_roc_pr(onehot_targets, probabilities, labels, out_dir)
+
+
+MAX_CURVES = 10  # beyond this many labels one micro-averaged curve reads better than a tangle
+
+
+def plot_roc_pr(onehot_targets: Any, probabilities: Any, labels: list[str], out_dir: Path) -> None:
+    """roc.png and pr.png with scikit-learn's displays: the positive class for two labels, else one curve per label
+    (one-vs-rest) that has positives and negatives here, or a micro-average beyond MAX_CURVES labels."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import PrecisionRecallDisplay, RocCurveDisplay
+
+    curves = curve_columns(onehot_targets, labels)
+    for display, path, title in ((RocCurveDisplay, files.ROC_PNG, "ROC"), (PrecisionRecallDisplay, files.PR_PNG,
+                                                                          "precision-recall")):
+        figure, axes = plt.subplots(figsize=(5.5, 5))
+        for name, column in curves:
+            gold = onehot_targets.ravel() if column is None else onehot_targets[:, column]
+            score = probabilities.ravel() if column is None else probabilities[:, column]
+            display.from_predictions(gold, score, name=name, ax=axes)
+        axes.set_title(title + (" (one-vs-rest)" if len(labels) > 2 else ""))
+        axes.grid(alpha=0.3)
+        _save_figure(figure, out_dir / path)
+
+
+def curve_columns(onehot_targets: Any, labels: list[str]) -> list[tuple[str, int | None]]:
+    """(curve name, label column, or None for the micro-average) of each curve drawn."""
+    positives = onehot_targets.sum(0)
+    if onehot_targets.shape[1] == 2 and positives.min() > 0 and positives.max() < len(onehot_targets):
+        single = bool((onehot_targets.sum(1) == 1).all())
+        if single:
+            return [(labels[1], 1)]
+    scored = [i for i in range(len(labels)) if 0 < positives[i] < len(onehot_targets)]
+    if len(scored) > MAX_CURVES:
+        return [("all labels, micro-average", None)]
+    return [(labels[i], i) for i in scored]
+
+
+def show_comparison(metrics: dict[str, Any]) -> None:
+    """evaluate --compare: each metric, the other run's, and the difference; then how many predictions changed."""
+    from textclf_cli.console import stdout
+
+    compare = metrics["compare"]
+    for key, delta in compare["deltas"].items():
+        stdout.print(f"{key} {metrics[key]:.4f} vs {compare['other'][key]:.4f} ({delta:+.4f})", highlight=False)
+    stdout.print(f"{compare['changed']} prediction(s) changed against {compare['checkpoint']} "
+                 f"({files.CHANGED_CSV})", highlight=False)

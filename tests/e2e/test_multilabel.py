@@ -38,7 +38,8 @@ FILLER = ["the", "a", "today", "news", "report", "said", "and", "of", "after", "
 N_TRAIN, N_TEST, EPOCHS = 80, 30, 2
 RUN_FILES = {".lock", "config.yaml", "status.json", "history.csv", "train.log", "training_curves.png",
              "checkpoints/best.pt", "checkpoints/last.pt"}
-EVALUATION_FILES = {"metrics.json", "classification_report.txt", "per_label.csv", "per_label_f1.png"}
+EVALUATION_FILES = {"metrics.json", "classification_report.txt", "per_label.csv", "per_label_f1.png",
+                    "errors.csv", "top_confusions.csv", "roc.png", "pr.png", "reliability.png"}
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_accuracy", "valid_loss", "valid_accuracy", "valid_f1_macro",
                    "valid_f1_micro", "lr", "seconds"]
 AVERAGES = ("micro", "macro", "weighted", "samples")
@@ -200,9 +201,24 @@ def test_reported_metrics_equal_sklearn_on_the_written_predictions(trained: Trai
     table = pd.read_csv(out_dir / "per_label.csv")
     assert table["label"].tolist() == LABELS and table["tp"].tolist() == matrices[:, 1, 1].tolist()
     assert (out_dir / "per_label_f1.png").read_bytes().startswith(PNG_MAGIC)
+    assert_error_analysis(out_dir, metrics, truth, predicted, records)
 
     on_split = ok(run_cli("evaluate", str(trained.run_dir), "--split", "test", "--precision", "fp32"))
     assert f"f1_micro {metrics['f1_micro']:.4f} f1_macro {metrics['f1_macro']:.4f}" in on_split.stdout
+
+
+def assert_error_analysis(out_dir: Path, metrics: dict, truth: np.ndarray, predicted: np.ndarray,
+                          records: list[dict]) -> None:
+    """errors.csv holds exactly the rows whose label set is wrong; ROC/PR-AUC equal scikit-learn's macro averages."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    errors = pd.read_csv(out_dir / "errors.csv", keep_default_na=False)
+    assert sorted(errors["row"] - 1) == np.flatnonzero((truth != predicted).any(1)).tolist()
+    for row in errors.itertuples():
+        assert set(filter(None, row.predicted.split("|"))) == set(records[row.row - 1]["labels"])
+    scores = np.array([[record["probabilities"][label] for label in LABELS] for record in records])
+    assert metrics["roc_auc"] == pytest.approx(roc_auc_score(truth, scores, average="macro"), abs=1e-3)
+    assert metrics["pr_auc"] == pytest.approx(average_precision_score(truth, scores, average="macro"), abs=1e-3)
 
 
 def test_predict_gives_independent_probabilities_and_the_labels_above_threshold(trained: Trained) -> None:

@@ -21,7 +21,9 @@ BINARY, THREE = ("pos", "neg"), ("pos", "neg", "mixed")
 N_TRAIN, N_TEST, EPOCHS = 60, 30, 2
 RUN_FILES = {".lock", "config.yaml", "status.json", "history.csv", "train.log", "training_curves.png",
              "checkpoints/best.pt", "checkpoints/last.pt"}
-EVALUATION_FILES = {"metrics.json", "classification_report.txt", "confusion_matrix.csv", "confusion_matrix.png"}
+EVALUATION_FILES = {"metrics.json", "classification_report.txt", "confusion_matrix.csv", "confusion_matrix.png",
+                    "errors.csv", "top_confusions.csv", "roc.png", "pr.png", "reliability.png", "risk_coverage.csv",
+                    "risk_coverage.png"}
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_accuracy", "valid_loss", "valid_accuracy", "valid_f1_macro", "lr",
                    "seconds"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -69,3 +69,50 @@ def test_metrics_are_plain_json_values() -> None:
 def test_report_names_every_label() -> None:
     report = classification_report_text(*random_case(0), LABELS)
     assert all(label in report for label in LABELS) and "macro avg" in report
+
+
+def test_ranking_metrics_match_scikit_learn() -> None:
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    from textclf_cli.metrics import ranking_metrics
+
+    rng = np.random.default_rng(0)
+    probabilities = rng.dirichlet(np.ones(2), size=50)
+    targets = rng.integers(0, 2, size=50)
+    binary = ranking_metrics(targets, probabilities, ["neg", "pos"])
+    assert binary == {"roc_auc": pytest.approx(roc_auc_score(targets, probabilities[:, 1])),
+                      "pr_auc": pytest.approx(average_precision_score(targets, probabilities[:, 1]))}
+    probabilities = rng.dirichlet(np.ones(4), size=80)
+    targets = rng.integers(0, 4, size=80)
+    multi = ranking_metrics(targets, probabilities, list("abcd"))
+    assert multi["roc_auc"] == pytest.approx(roc_auc_score(targets, probabilities, multi_class="ovr"))
+    onehot = np.eye(4)[targets]
+    assert multi["pr_auc"] == pytest.approx(average_precision_score(onehot, probabilities, average="macro"))
+    multilabel_targets = (rng.random((60, 3)) < 0.4).astype(np.uint8)
+    scores = rng.random((60, 3))
+    multilabel = ranking_metrics(multilabel_targets, scores, list("xyz"))
+    assert multilabel["roc_auc"] == pytest.approx(roc_auc_score(multilabel_targets, scores, average="macro"))
+    assert multilabel["pr_auc"] == pytest.approx(average_precision_score(multilabel_targets, scores, average="macro"))
+
+
+def test_ranking_metrics_skip_a_label_absent_from_the_split() -> None:
+    from sklearn.metrics import roc_auc_score
+
+    from textclf_cli.metrics import ranking_metrics
+
+    targets = np.array([0, 1, 0, 1, 0])  # label "c" never occurs: its one-vs-rest AUC is undefined
+    probabilities = np.array([[0.7, 0.2, 0.1], [0.3, 0.6, 0.1], [0.5, 0.4, 0.1], [0.2, 0.2, 0.6], [0.6, 0.3, 0.1]])
+    result = ranking_metrics(targets, probabilities, ["a", "b", "c"])
+    assert set(result["auc_per_label"]) == {"a", "b"}
+    assert result["roc_auc"] == pytest.approx(np.mean([roc_auc_score(targets == 0, probabilities[:, 0]),
+                                                       roc_auc_score(targets == 1, probabilities[:, 1])]))
+
+
+def test_top_confusions_and_deltas() -> None:
+    from textclf_cli.metrics import scalar_deltas, top_confusions
+
+    gold, predicted = ["a", "a", "b", "b", "b", "c"], ["b", "b", "a", "b", "c", "c"]
+    assert top_confusions(gold, predicted) == [("a", "b", 2), ("b", "a", 1), ("b", "c", 1)]
+    deltas = scalar_deltas({"accuracy": 0.9, "num_examples": 10, "per_class": {}, "roc_auc": None},
+                           {"accuracy": 0.85, "num_examples": 10})
+    assert deltas == {"accuracy": pytest.approx(0.05)}
