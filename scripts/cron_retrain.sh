@@ -8,6 +8,11 @@
 #   crontab -e:
 #   30 2 * * * /srv/textclf/scripts/cron_retrain.sh configs/cnn.yaml
 #
+# The story ends with a running server: `textclf serve runs/<experiment>` (deploy/textclf-serve.service under
+# systemd) follows runs/<experiment>/best, so when a night's run is promoted the server loads it beside the
+# model it serves, warms it up and swaps it in within --reload-every (30s), without a restart or a failed
+# request; a run that is not better leaves best, and the server, as they were. docs/guides/serving.md.
+#
 # Environment (all optional):
 #   TEXTCLF_DIR  folder to run in (relative config and runs paths start here); default: this repository
 #   TEXTCLF_LOG  log file; default: logs/cron_retrain.log under TEXTCLF_DIR
