@@ -230,9 +230,11 @@ def run_dataset(dataset: str, datasets_dir: Path, precision: str | None,
                for model in ("cnn", "lstm") if model in models]
     if dataset == IMDB:
         archive = datasets_dir / IMDB_ARCHIVE
-        configs += [(shipped, ROOT / shipped, [f"data.train={archive}", f"data.prepared_dir={WORK / 'prepared'}",
-                                               f"output.runs_dir={WORK / 'runs'}"]) for shipped in SHIPPED_CONFIGS
-                    if shipped in models]
+        # the shipped configs pin the official archive's sha256, which prepare checks; the shared copy is packed
+        # differently (its README gives its own sha256), so the suite, which reads that copy, drops the pin
+        configs += [(shipped, ROOT / shipped, [f"data.train={archive}", "data.sha256=null",
+                                               f"data.prepared_dir={WORK / 'prepared'}", f"output.runs_dir={WORK / 'runs'}"])
+                    for shipped in SHIPPED_CONFIGS if shipped in models]
     for model, config, overrides in configs:
         for seed in seeds:
             seeded = overrides + ([] if seed is None else [f"seed={seed}"])  # prepare too: the seed carves valid

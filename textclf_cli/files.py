@@ -44,6 +44,7 @@ PREPARED_TARGETS = "{split}.labels.npy"
 # textclf export: <run>/export/
 EXPORT_DIR = "export"
 EXPORT_ONNX = "model.onnx"
+EXPORT_ONNX_INT8 = "model.int8.onnx"  # export --quantize int8
 EXPORT_TORCHSCRIPT = "model.torchscript.pt"
 TENSORBOARD_DIR = "tensorboard"
 

@@ -22,7 +22,7 @@ TEXTS = [
     "terrible boring plot <br /> the worst scene " * 12,  # longer than vocab.max_length (50): truncated
     "an unknownword in a zzzz",
 ]
-SIDECAR_KEYS = {"format", "version", "model_file", "model_format", "model_type", "task", "labels", "thresholds", "temperature",
+SIDECAR_KEYS = {"format", "version", "model_file", "model_format", "model_type", "task", "labels", "thresholds", "temperature", "quantization",
                 "label_separator", "inputs", "outputs", "tokenizer", "preprocessing", "vocab", "pad_id", "unk_id",
                 "max_length", "truncate", "truncation", "empty_text", "source_checkpoint", "source_checkpoint_stat", "epoch", "exported_at",
                 "versions"}
