@@ -44,7 +44,6 @@ PrecisionOption = Annotated[
     Precision, typer.Option("--precision", help="auto (bf16 where the GPU/CPU computes it natively, else fp32), fp32, bf16.")
 ]
 
-
 MinConfidenceOption = Annotated[float | None, typer.Option(
     "--min-confidence", min=0.0, max=1.0, help="Abstain below this top probability: no label (JSONL: label null, "
     "abstained true; CSV: empty label; a dim table row), the probabilities still given. Single-label models.")]
@@ -75,6 +74,10 @@ class RunsFormat(str, Enum):
 class ExportFormat(str, Enum):
     onnx = "onnx"
     torchscript = "torchscript"
+
+
+class Quantize(str, Enum):
+    int8 = "int8"
 
 
 class ListByDefault(typer.core.TyperGroup):
@@ -125,19 +128,9 @@ def _load(config_path: Path, overrides: list[str] | None):
 
 def _resolve_target(target: str, overrides: list[str] | None) -> tuple[Path, Path | None]:
     """(checkpoint, run folder) for a config (its latest completed run), a run folder or a .pt file."""
-    from textclf_cli.runs.folders import find_checkpoint, latest_run, mark_stale_runs
+    from textclf_cli.api import resolve_target
 
-    path = Path(target)
-    if path.suffix.lower() in (".yaml", ".yml"):
-        config = _load(path, overrides)
-        mark_stale_runs(config.output.runs_dir / config.experiment)
-        return find_checkpoint(latest_run(config.output.runs_dir, config.experiment))
-    if overrides:
-        raise ConfigError("--set applies to a config; TARGET here is a run folder or checkpoint, which carries its own")
-    checkpoint, run_dir = find_checkpoint(path)
-    if run_dir is not None:
-        mark_stale_runs(run_dir.parent)
-    return checkpoint, run_dir
+    return resolve_target(target, overrides)
 
 
 def _experiment_dir(target: Path, overrides: list[str] | None) -> Path:
@@ -215,18 +208,16 @@ def train(
     """Train a model; prints the run folder."""
     console.setup_logging(quiet)
     config = _load(config_path, overrides)
-    from textclf_cli.train import train as train_model
-    from textclf_cli.training.distributed import distributed_context
+    from textclf_cli import api
 
-    with distributed_context(config) as processes:
-        result = train_model(config, processes, resume=resume, promote_if_better=promote_if_better)
-        if not processes.is_main:  # rank 0 alone reports the run
-            return
-    state = result.state
-    refitted = " (selected.pt); best.pt refitted on train + valid" if result.refitted else ""
-    console.log.info(f"completed {state.epoch} epoch(s); best {config.train.monitor} "
-                     f"{state.best_metric:.4f} at epoch {state.best_epoch}{refitted}")
-    console.result(str(result.run_dir))
+    outcome = api.train(config, resume=resume, promote_if_better=promote_if_better)
+    if not outcome.main:  # rank 0 alone reports the run
+        return
+    metrics = outcome.metrics
+    refitted = " (selected.pt); best.pt refitted on train + valid" if metrics.get("refit") else ""
+    console.log.info(f"completed {metrics['epochs']} epoch(s); best {metrics['monitor']} "
+                     f"{metrics['best_metric']:.4f} at epoch {metrics['best_epoch']}{refitted}")
+    console.result(str(outcome.run_dir))
 
 
 @app.command()
@@ -428,6 +419,9 @@ def export(
     export_format: Annotated[ExportFormat, typer.Option("--format", "-f", help="onnx or torchscript.")],
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Model file to write (default: in the run's "
                                                 "export/ folder).")] = None,
+    quantize: Annotated[Quantize | None, typer.Option(
+        "--quantize", help="int8: ONNX Runtime's dynamic quantization (int8 weights), a smaller and faster model "
+                           "whose top label is checked against fp32's; ONNX only.")] = None,
     overrides: SetOption = None,
     quiet: QuietOption = False,
 ) -> None:
@@ -437,12 +431,15 @@ def export(
     from textclf_cli.runs.folders import refuse_model_as_output
 
     check_export_dependencies(export_format.value)
+    if quantize is not None and export_format.value != "onnx":
+        raise ConfigError("export: --quantize int8 needs --format onnx (ONNX Runtime quantizes the model)")
+    level = quantize.value if quantize is not None else None
     if output is not None and output.is_dir():
         raise ConfigError(f"export: --output {output} is a folder; name the model file, e.g. {output / 'model.onnx'}")
     checkpoint, run_dir = _resolve_target(target, overrides)
     refuse_model_as_output("export", output, [checkpoint], run_dir)
-    result = export_model(checkpoint, export_format.value, output or default_output(checkpoint, run_dir,
-                                                                                    export_format.value))
+    result = export_model(checkpoint, export_format.value,
+                          output or default_output(checkpoint, run_dir, export_format.value, level), level)
     console.log.info(f"sidecar {result.sidecar}")
     console.result(str(result.model_file))
 
