@@ -328,6 +328,45 @@ def predict(
         console.result(f"{written} prediction(s) written to {output}")
 
 
+class ExplainFormat(str, Enum):
+    table = "table"
+    html = "html"
+    json = "json"
+
+
+@app.command()
+@handled
+def explain(
+    target: Annotated[str, typer.Argument(help="Config (.yaml: its latest run), run folder or checkpoint .pt (not an "
+                                          "ONNX export).")],
+    texts: Annotated[list[str] | None, typer.Argument(help="Texts to explain.")] = None,
+    label: Annotated[str | None, typer.Option("--label", "-l", help="Explain this label (default: each text's "
+                                              "predicted one).")] = None,
+    output_format: Annotated[ExplainFormat | None, typer.Option(
+        "--format", "-f", help="table (the terminal), html or json (default: from --output's suffix, else table).")
+    ] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write here (.html: a self-contained page; "
+                                                ".json) instead of stdout.")] = None,
+    steps: Annotated[int, typer.Option("--steps", min=2, help="Integrated Gradients steps for a CNN/LSTM network "
+                                       "(more: a smaller completeness error, the delta).")] = 50,
+    overrides: SetOption = None,
+    device: DeviceOption = "auto",
+    quiet: QuietOption = False,
+) -> None:
+    """Each token's share of a label's logit: Integrated Gradients for the network, exact for the n-gram and bag
+    models, mixed as the ensemble mixes them."""
+    console.setup_logging(quiet)
+    from textclf_cli.explain import ExplainOptions
+    from textclf_cli.explain import explain as explain_texts
+
+    options = ExplainOptions(target=target, texts=texts or [], label=label,
+                             output_format=output_format.value if output_format else None, output=output,
+                             overrides=list(overrides or []), device=device, steps=steps)
+    written = explain_texts(options, _resolve_target)
+    if written is not None:
+        console.result(f"{len(options.texts)} explanation(s) written to {written}")
+
+
 @app.command()
 @handled
 def serve(

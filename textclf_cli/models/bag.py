@@ -30,11 +30,12 @@ class BagOfNgrams(nn.Module):
         self.classifier = nn.Linear(embedding_dim, num_classes)
 
     def forward(self, token_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        features = [token_ids] + [self._ngram_ids(token_ids, lengths, n) for n in range(2, self.ngrams + 1)]
+        features = [token_ids] + [self.ngram_ids(token_ids, lengths, n) for n in range(2, self.ngrams + 1)]
         bag = self.embedding(torch.cat(features, dim=1))  # (B, T + (T-1) + ...) -> (B, E)
         return self.classifier(self.dropout(bag))
 
-    def _ngram_ids(self, token_ids: torch.Tensor, lengths: torch.Tensor, n: int) -> torch.Tensor:
+    def ngram_ids(self, token_ids: torch.Tensor, lengths: torch.Tensor, n: int) -> torch.Tensor:
+        """(B, T) -> (B, T - n + 1) embedding row of the n-gram starting at each position, 0 (padding) past the end."""
         width = token_ids.size(1) - n + 1
         if width <= 0:
             return token_ids.new_zeros((token_ids.size(0), 0))

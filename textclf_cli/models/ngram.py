@@ -62,20 +62,24 @@ class NgramLogReg(nn.Module):
         """(B, T) -> (B, K) feature rows of each text's distinct n-grams; 0 (the pad id) fills the rest."""
         parts = [token_ids]
         for n in range(2, self.ngrams + 1):
-            width = token_ids.size(1) - n + 1
-            if width <= 0:
-                continue
-            hashed = token_ids[:, :width] + n  # the order joins the hash, so a bigram and a trigram rarely meet
-            for offset in range(1, n):  # reduced at each step: no int64 overflow, the same in every runtime
-                hashed = (hashed * HASH_PRIME + token_ids[:, offset: offset + width]).remainder(self.buckets)
-            inside = torch.arange(width, device=token_ids.device)[None, :] < (lengths - n + 1)[:, None]
-            parts.append((hashed + self.vocab_size).masked_fill(~inside, 0))
+            if token_ids.size(1) - n + 1 > 0:
+                parts.append(self.word_ngram_ids(token_ids, lengths, n))
         if self.chars:  # padding (id 0) and <unk> have none
             parts.append(self.word_chars[token_ids].flatten(1).to(token_ids.dtype))
         ids = torch.cat(parts, dim=1).sort(dim=1).values
         # a concatenation, not a slice assignment: traced, that exports as ScatterND, slow in onnxruntime
         repeated = torch.cat([torch.zeros_like(ids[:, :1], dtype=torch.bool), ids[:, 1:] == ids[:, :-1]], dim=1)
         return ids.masked_fill(repeated, 0)
+
+    def word_ngram_ids(self, token_ids: torch.Tensor, lengths: torch.Tensor, n: int) -> torch.Tensor:
+        """(B, T) -> (B, T - n + 1) feature id of the word n-gram starting at each position, 0 past the text's end
+        (explain maps each n-gram back to the tokens it covers through these positions)."""
+        width = token_ids.size(1) - n + 1
+        hashed = token_ids[:, :width] + n  # the order joins the hash, so a bigram and a trigram rarely meet
+        for offset in range(1, n):  # reduced at each step: no int64 overflow, the same in every runtime
+            hashed = (hashed * HASH_PRIME + token_ids[:, offset: offset + width]).remainder(self.buckets)
+        inside = torch.arange(width, device=token_ids.device)[None, :] < (lengths - n + 1)[:, None]
+        return (hashed + self.vocab_size).masked_fill(~inside, 0)
 
     def forward(self, token_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         ids = self.features(token_ids, lengths)
