@@ -90,7 +90,8 @@ def model_info(loaded: LoadedModel, steps: int) -> dict[str, Any]:
     calibrated = loaded.temperature != 1.0
     return {"checkpoint": str(loaded.path), "labels": loaded.labels, "task": loaded.task,
             "attributions_of": "the calibrated logit (logit / temperature)" if calibrated else "the logit",
-            "temperature": loaded.temperature, "mix": mix, "max_length": loaded.max_length,
+            "temperature": round(loaded.temperature, 6), "mix": None if mix is None else round(mix, 6),
+            "max_length": loaded.max_length,
             "truncate": loaded.truncate, "ig_steps": steps}
 
 
