@@ -121,6 +121,7 @@ def handled(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _load(config_path: Path, overrides: list[str] | None):
+    # imported here, not at the top: `textclf --help` and the other commands need none of it (torch)
     from textclf_cli.config import load_config
 
     return load_config(config_path, overrides or [])
@@ -128,6 +129,7 @@ def _load(config_path: Path, overrides: list[str] | None):
 
 def _resolve_target(target: str, overrides: list[str] | None) -> tuple[Path, Path | None]:
     """(checkpoint, run folder) for a config (its latest completed run), a run folder or a .pt file."""
+    # imported here, not at the top: `textclf --help` and the other commands need none of it (torch)
     from textclf_cli.api import resolve_target
 
     return resolve_target(target, overrides)
@@ -153,6 +155,7 @@ def prepare(
 ) -> None:
     """Read, clean, tokenize and encode the data once; later commands reuse it."""
     console.setup_logging(quiet)
+    # imported here, not at the top: `textclf --help` and the other commands need none of it (torch)
     from textclf_cli.prepare import prepare as prepare_data
     from textclf_cli.training.interrupts import interrupt_on_signals
 
@@ -175,6 +178,7 @@ def check(
 ) -> None:
     """Check the data before training: drops, labels, lengths, vocabulary coverage, duplicates and leakage."""
     console.setup_logging(quiet)
+    # imported here, not at the top: `textclf --help` and the other commands need none of it (torch)
     import json
 
     from textclf_cli.check import check as check_data
@@ -208,6 +212,7 @@ def train(
     """Train a model; prints the run folder."""
     console.setup_logging(quiet)
     config = _load(config_path, overrides)
+    # imported here, not at the top: `textclf --help` and the other commands need none of it (torch)
     from textclf_cli import api
 
     outcome = api.train(config, resume=resume, promote_if_better=promote_if_better)
@@ -241,6 +246,7 @@ def tune(
     """Search hyperparameters with Optuna; writes best.yaml and prints the best trial."""
     console.setup_logging(quiet)
     config = _load(config_path, overrides)
+    # imported here, not at the top: `textclf --help` and the other commands need none of it (torch)
     from textclf_cli.tune import DEFAULT_TRIALS, TuneOptions, parse_duration
     from textclf_cli.tune import tune as tune_study
 
@@ -276,6 +282,7 @@ def evaluate(
 ) -> None:
     """Accuracy, precision, recall, F1, confusion matrix; written to the run folder."""
     console.setup_logging(quiet)
+    # imported here, not at the top: `textclf --help` and the other commands need none of it (torch)
     from textclf_cli.evaluate import evaluate as evaluate_model
     from textclf_cli.report import show_comparison, show_metrics, show_multilabel_metrics
 
@@ -316,6 +323,7 @@ def predict(
 ) -> None:
     """Label texts with a trained model; the checkpoint alone, or its ONNX export (no torch import), is enough."""
     console.setup_logging(quiet)
+    # imported here, not at the top: `textclf --help` and the other commands need none of it (torch)
     from textclf_cli.predict import PredictOptions
     from textclf_cli.predict import predict as predict_texts
 
@@ -356,6 +364,7 @@ def explain(
     """Each token's share of a label's logit: Integrated Gradients for the network, exact for the n-gram and bag
     models, mixed as the ensemble mixes them."""
     console.setup_logging(quiet)
+    # imported here, not at the top: `textclf --help` and the other commands need none of it (torch)
     from textclf_cli.explain import ExplainOptions
     from textclf_cli.explain import explain as explain_texts
 
@@ -395,6 +404,7 @@ def serve(
 ) -> None:
     """Serve predictions over HTTP (FastAPI), following the target's promotions without dropping a request."""
     console.setup_logging(quiet)
+    # imported here, not at the top: `textclf --help` and the other commands need none of it (torch)
     from textclf_cli.serve import ServeOptions, check_serve_dependencies, duration_seconds, read_api_key
     from textclf_cli.serve import serve as serve_model
     from textclf_cli.serving.settings import ServeSettings
@@ -417,6 +427,7 @@ def runs_list(
 ) -> None:
     """One row per run, newest first: status (stale when its process is gone), epochs, metrics, best/latest."""
     console.setup_logging(False)
+    # imported here, not at the top: `textclf --help` and the other commands need none of it (torch)
     from textclf_cli.runs import listing as run_listing
 
     records = run_listing.list_runs(_experiment_dir(path, overrides))
@@ -440,6 +451,7 @@ def runs_prune(
 ) -> None:
     """Delete the oldest completed/failed/interrupted/stale runs beyond the newest N; never best, latest or a live run."""
     console.setup_logging(quiet)
+    # imported here, not at the top: `textclf --help` and the other commands need none of it (torch)
     from textclf_cli.runs.prune import prune_runs, require_experiment_dir
 
     folder = _experiment_dir(experiment_dir, overrides)
@@ -466,6 +478,7 @@ def export(
 ) -> None:
     """Export a trained model for serving without textclf, with a sidecar JSON (vocabulary, labels, tokenizer)."""
     console.setup_logging(quiet)
+    # imported here, not at the top: `textclf --help` and the other commands need none of it (torch)
     from textclf_cli.export import check_export_dependencies, default_output, export_model
     from textclf_cli.runs.folders import refuse_model_as_output
 
