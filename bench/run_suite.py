@@ -35,7 +35,7 @@ WORK = ROOT / "bench" / "work" / "suite"
 RESULTS = ROOT / "bench" / "RESULTS.md"
 SUITE_JSON = ROOT / "bench" / "work" / "suite.json"
 DEFAULT_DATASETS = ROOT.parent / "shared" / "datasets"
-CSV_DATASETS = ("mr", "subj", "cr", "mpqa", "agnews")
+CSV_DATASETS = ("mr", "subj", "cr", "mpqa", "agnews", "banking77", "r52")
 IMDB = "imdb"
 IMDB_ARCHIVE = Path("imdb") / "aclImdb_v1.tar.gz"
 SHIPPED_CONFIGS = ("configs/cnn.yaml", "configs/cnn-large.yaml", "configs/lstm.yaml")
@@ -57,6 +57,8 @@ class Floor:
     f1_macro: float | None = None
     seconds: float | None = None
     error: str | None = None
+    fasttext_accuracy: float | None = None  # fastText beside it, with its usual settings (when installed)
+    fasttext_f1_macro: float | None = None
 
 
 @dataclass
@@ -74,6 +76,8 @@ class RunResult:
     valid_accuracy: float | None = None
     test_accuracy: float | None = None
     f1_macro: float | None = None
+    ece: float | None = None  # expected calibration error on test, with the run's temperature
+    ece_uncalibrated: float | None = None
     first_epoch_s: float | None = None  # includes torch.compile's compiling and CUDA's warm-up
     epoch_s: float | None = None  # median of the later epochs
     gpu_memory_mb: float | None = None  # the largest epoch's peak, on CUDA
@@ -100,6 +104,35 @@ def tfidf_floor(train_texts: list[str], train_labels: list[str], test_texts: lis
     return Floor(accuracy=float(accuracy_score(test_labels, predicted)),
                  f1_macro=float(f1_score(test_labels, predicted, average="macro")),
                  seconds=time.perf_counter() - start)
+
+
+FASTTEXT_SETTINGS = {"wordNgrams": 2, "epoch": 25, "lr": 0.5}  # the settings fastText users start from
+
+
+def fasttext_scores(train_texts: list[str], train_labels: list[str], test_texts: list[str],
+                    test_labels: list[str]) -> tuple[float | None, float | None]:
+    """fastText supervised with FASTTEXT_SETTINGS on lowercased one-line texts; (None, None) when not installed
+    (pip install fasttext-wheel)."""
+    try:
+        import fasttext
+    except ImportError:
+        return None, None
+    import tempfile
+
+    from sklearn.metrics import accuracy_score, f1_score
+
+    def line(text: str) -> str:
+        return " ".join(text.lower().split())
+
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", encoding="utf-8", delete=False) as handle:
+        for text, label in zip(train_texts, train_labels):
+            handle.write(f"__label__{label.replace(' ', '_')} {line(text)}\n")
+    model = fasttext.train_supervised(handle.name, verbose=0, seed=0, thread=2, **FASTTEXT_SETTINGS)
+    Path(handle.name).unlink()
+    # the binding's own predict: fasttext's Python wrapper calls np.array(copy=False), which numpy 2 refuses
+    predicted = [model.f.predict(line(text), 1, 0.0, "strict")[0][1].removeprefix("__label__") for text in test_texts]
+    gold = [label.replace(" ", "_") for label in test_labels]
+    return float(accuracy_score(gold, predicted)), float(f1_score(gold, predicted, average="macro"))
 
 
 def read_csv_split(path: Path) -> tuple[list[str], list[str]]:
@@ -134,7 +167,9 @@ def floor_for(dataset: str, datasets_dir: Path) -> Floor:
         else:
             train = read_csv_split(datasets_dir / dataset / "train.csv")
             test = read_csv_split(datasets_dir / dataset / "test.csv")
-        return tfidf_floor(*train, *test)
+        floor = tfidf_floor(*train, *test)
+        floor.fasttext_accuracy, floor.fasttext_f1_macro = fasttext_scores(*train, *test)
+        return floor
     except Exception as exc:  # a broken dataset is a row in the table, not the end of the suite
         return Floor(error=f"{type(exc).__name__}: {exc}")
 
@@ -197,6 +232,8 @@ def train_and_evaluate(result: RunResult, config: Path, overrides: list[str], pr
         run_step(textclf("evaluate", str(run_dir), "--split", "test", "--quiet", *evaluate_args), result)
         metrics = json.loads((run_dir / "evaluation" / "test" / "metrics.json").read_text(encoding="utf-8"))
         result.test_accuracy, result.f1_macro = metrics["accuracy"], metrics["f1_macro"]
+        calibration = metrics.get("calibration") or {}
+        result.ece, result.ece_uncalibrated = calibration.get("ece"), calibration.get("ece_uncalibrated")
     except Exception as exc:  # StepFailed, or a run folder without the files a completed run has
         result.status, result.error = "failed", str(exc) if isinstance(exc, StepFailed) else f"{type(exc).__name__}: {exc}"
         print(f"  failed: {result.error}", flush=True)
@@ -307,9 +344,9 @@ def render_section(results: list[RunResult], floors: dict[str, Floor], info: dic
              "cached; validation accuracy is that of the best epoch. TF-IDF+LR is the floor of "
              "`../shared/datasets/README.md`, fitted in the same run; margin in points of test accuracy.", "",
              "| dataset | model / config | test acc. | macro-F1 | train time | epochs (best) | valid acc. | "
-             "TF-IDF+LR acc. | TF-IDF+LR F1 | margin vs TF-IDF+LR |" + (" epoch 1 / median epoch | peak GPU memory |"
-                                                                          if gpu else ""),
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---|" + ("---:|---:|" if gpu else "")]
+             "TF-IDF+LR acc. | TF-IDF+LR F1 | margin vs TF-IDF+LR | ECE (uncalibrated) |"
+             + (" epoch 1 / median epoch | peak GPU memory |" if gpu else ""),
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|" + ("---:|---:|" if gpu else "")]
     for r in results:
         floor = floors.get(r.dataset)
         name = f"`{r.model}`" if r.model.endswith(".yaml") else r.model
@@ -320,7 +357,7 @@ def render_section(results: list[RunResult], floors: dict[str, Floor], info: dic
         lines.append(f"| {r.dataset} | {name} | {percent(r.test_accuracy)} | {percent(r.f1_macro)} | "
                      f"{minutes(r.train_s)} | {epochs} | {percent(r.valid_accuracy)} | "
                      f"{percent(floor.accuracy if floor else None)} | {percent(floor.f1_macro if floor else None)} | "
-                     f"{margin(r, floor)} |" + (f" {seconds(r.first_epoch_s)} / {seconds(r.epoch_s)} | "
+                     f"{margin(r, floor)} | {ece_text(r)} |" + (f" {seconds(r.first_epoch_s)} / {seconds(r.epoch_s)} | "
                                                 f"{megabytes(r.gpu_memory_mb)} |" if gpu else ""))
     lines += seed_means(results, floors)
     lines += ["", "TF-IDF+LR per dataset:", ""]
@@ -328,9 +365,18 @@ def render_section(results: list[RunResult], floors: dict[str, Floor], info: dic
         if floor.error:
             lines.append(f"- {dataset}: **failed**: {floor.error}")
         else:
+            fasttext = "" if floor.fasttext_accuracy is None else (
+                f"; fastText ({', '.join(f'{k}={v}' for k, v in FASTTEXT_SETTINGS.items())}) accuracy "
+                f"{percent(floor.fasttext_accuracy)}, macro-F1 {percent(floor.fasttext_f1_macro)}")
             lines.append(f"- {dataset}: accuracy {percent(floor.accuracy)}, macro-F1 {percent(floor.f1_macro)}, "
-                         f"{floor.seconds:.1f} s (vectorize + fit + predict)")
+                         f"{floor.seconds:.1f} s (vectorize + fit + predict){fasttext}")
     return "\n".join(lines + ["", end])
+
+
+def ece_text(result: RunResult) -> str:
+    if result.ece is None:
+        return "-"
+    return f"{result.ece:.3f} ({result.ece_uncalibrated:.3f})" if result.ece_uncalibrated is not None else f"{result.ece:.3f}"
 
 
 def seed_means(results: list[RunResult], floors: dict[str, Floor]) -> list[str]:
