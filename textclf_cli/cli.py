@@ -231,14 +231,20 @@ def tune(
     config_path: Annotated[Path, typer.Argument(metavar="CONFIG", help="YAML config (its tune: section, if any, "
                                                 "is the search space).")],
     trials: Annotated[int | None, typer.Option(
-        "--trials", min=1, help="Stop when the study has N finished trials, resumed ones included (default 20; "
-                                "no limit with --timeout).")] = None,
+        "--trials", min=1, help="Stop when the study has N finished trials, resumed ones and other workers' included "
+                                "(default 20; no limit with --timeout).")] = None,
     timeout: Annotated[str | None, typer.Option(
         "--timeout", help="Start no new trial after this long: 90s, 30m, 2h, 1h30m.")] = None,
     jobs: Annotated[int, typer.Option("--jobs", min=1, help="Trials at once, one process each.")] = 1,
     resume: Annotated[Path | None, typer.Option(
         "--resume", help="Continue this study folder (runs/<experiment>/tune-<id>).")] = None,
     keep: Annotated[int, typer.Option("--keep", min=1, help="Keep the run folders of the best N trials.")] = 3,
+    storage: Annotated[str | None, typer.Option(
+        "--storage", envvar="TEXTCLF_TUNE_STORAGE", show_envvar=True,  # how --jobs passes it on (workers.py)
+        help="A database URL (postgresql://user:password@host/db) shared by workers on several machines; "
+             "default: study.db in the study folder.")] = None,
+    study: Annotated[str | None, typer.Option(
+        "--study", help="The study's name in --storage: every worker that names it joins it.")] = None,
     overrides: SetOption = None,
     quiet: QuietOption = False,
     worker: Annotated[int, typer.Option("--worker", hidden=True)] = 0,
@@ -253,7 +259,7 @@ def tune(
     seconds = parse_duration(timeout)
     options = TuneOptions(trials=DEFAULT_TRIALS if trials is None and seconds is None else trials, timeout=seconds,
                           jobs=jobs, keep=keep, resume=resume, worker=worker, config_path=config_path,
-                          overrides=list(overrides or []))
+                          overrides=list(overrides or []), storage=storage, study_name=study)
     result = tune_study(config, options)
     if result is None:  # a --jobs worker: the first process reports
         return

@@ -23,9 +23,11 @@ from textclf_cli.tuning.study import (
     enqueue_as_written,
     fail_orphaned_trials,
     keep_useful_trial_folders,
+    open_storage,
     open_study,
     open_study_dir,
     ranked_trials,
+    shown_url,
     study_space,
 )
 from textclf_cli.tuning.workers import start_workers, stop_workers, wait_for_workers
@@ -42,6 +44,8 @@ class TuneOptions:
     resume: Path | None = None
     worker: int = 0  # > 0: a process started by --jobs; it runs trials and writes no final outputs
     config_path: Path | None = None  # what --jobs passes on to its worker processes
+    storage: str | None = None  # a shared database's SQLAlchemy URL (--storage); None: study.db in the study folder
+    study_name: str | None = None  # the study's name in that database (--study)
     overrides: list[str] = field(default_factory=list)
 
 
@@ -79,26 +83,39 @@ def tune(config: Config, options: TuneOptions) -> TuneResult | None:
     from textclf_cli.device import resolve_device
 
     resolve_device(config.device)  # an unavailable device is one config error, not a failed trial each
-    study_dir = open_study_dir(config, options.resume)
+    check_storage_options(options)
+    # a shared database is reached before any folder is made: a wrong URL leaves nothing behind
+    storage = open_storage(options.storage, shared=True) if options.storage is not None else None
+    study_dir = open_study_dir(config, options.resume, shared=storage is not None)
     log_handler = add_log_file(study_dir / files.TUNE_LOG)
     try:
         with interrupt_on_signals():  # between trials; during one, the epoch loop's guard ends it cleanly
-            return _tune_in(study_dir, config, options)
+            return _tune_in(study_dir, config, options, storage)
     finally:
         remove_handler(log_handler)
 
 
-def _tune_in(study_dir: Path, config: Config, options: TuneOptions) -> TuneResult | None:
-    study = open_study(study_dir, config, options.worker)
+def check_storage_options(options: TuneOptions) -> None:
+    if (options.storage is None) != (options.study_name is None):
+        raise ConfigError("--storage and --study go together: a shared database (--storage URL) holds the study "
+                          "named by --study NAME, which every worker names the same")
+
+
+def _tune_in(study_dir: Path, config: Config, options: TuneOptions, storage: Any) -> TuneResult | None:
+    study, created = open_study(study_dir, config, options.worker, storage, options.study_name)
     space = study_space(study, config)
     runner = TrialRunner(config, study_dir, space, spaces.value_kinds(config, space), options.keep)
+    if options.storage is not None and not options.worker:
+        log.info(f"{'created' if created else 'joined'} study {options.study_name} in {shown_url(options.storage)} "
+                 f"({len(study.trials)} trial(s) so far); this worker's trials and reports go to {study_dir}")
     if options.resume is None:
         log.info(f"study {study_dir}: searching {', '.join(space)}; {config.train.monitor} "
                  f"({study.direction.name.lower()})")
     else:
         fail_orphaned_trials(study)
         log.info(f"continuing study {study_dir} ({len(study.trials)} trial(s) so far)")
-    if not options.worker:
+    # the config as written runs once: in a shared study, the worker that created it enqueues it
+    if not options.worker and (created or options.storage is None or options.resume is not None):
         enqueue_as_written(study, spaces.params_as_written(config, space))
     workers = start_workers(config, options, study_dir) if options.jobs > 1 else []
     try:
@@ -216,18 +233,38 @@ def train_trial(config: Config, on_epoch: EpochReporter) -> Any:
 
 
 def run_trials(study: Any, runner: TrialRunner, options: TuneOptions) -> None:
-    from optuna.study import MaxTrialsCallback
     from optuna.trial import TrialState
 
     finished = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
-    if options.trials is not None and finished >= options.trials:
-        log.info(f"the study already has {finished} finished trial(s) of --trials {options.trials}; nothing to run")
+    if options.trials is not None and claimed_trials(study) >= options.trials:
+        log.info(f"the study already has {finished} finished trial(s) of --trials {options.trials} (and any "
+                 f"others running); nothing to run")
         return
     callbacks = [runner.after_trial]
-    if options.trials is not None:  # counts every process's trials, so --jobs and shared studies stop together
-        callbacks.append(MaxTrialsCallback(options.trials, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+    if options.trials is not None:
+        callbacks.append(StopAtTrials(options.trials))
     study.optimize(runner.objective, n_trials=None if options.trials is None else options.trials - finished,
                    timeout=options.timeout, catch=(TrialFailed,), callbacks=callbacks)
+
+
+def claimed_trials(study: Any) -> int:
+    """Finished trials and those running in any process: what --trials counts before starting one more."""
+    from optuna.trial import TrialState
+
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)))
+
+
+@dataclass
+class StopAtTrials:
+    """After each trial: stop once the study's finished and running trials reach --trials. Counting those other
+    processes (--jobs, the workers of a shared study) are still running keeps them from all starting the last
+    one; if one of those fails, the processes still going run another."""
+
+    trials: int
+
+    def __call__(self, study: Any, trial: Any) -> None:
+        if claimed_trials(study) >= self.trials:
+            study.stop()
 
 
 def format_params(params: dict[str, Any]) -> str:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import socket
+import time
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ STUDY_NAME = "textclf"
 STARTUP_TRIALS = 5  # random trials (after the config as written) before TPE models the space
 PRUNE_FROM_EPOCH = 2  # no trial is judged on its first epoch alone
 PRUNER_STARTUP_TRIALS = 3  # nor before three trials have finished to compare with
+STORAGE_ATTEMPTS = 5  # tries to open a shared database while other workers create its tables
 HOST = socket.gethostname()
 
 
@@ -37,10 +40,11 @@ def import_optuna() -> Any:
     return optuna
 
 
-def open_study_dir(config: Config, resume: Path | None) -> Path:
-    """A new runs/<experiment>/tune-<stamp> with the config in study.yaml, or the --resume folder checked."""
+def open_study_dir(config: Config, resume: Path | None, shared: bool = False) -> Path:
+    """A new runs/<experiment>/tune-<stamp> with the config in study.yaml, or the --resume folder checked (whose
+    trials are in a shared database when `shared`, else in its study.db)."""
     if resume is not None:
-        check_study_dir(config, resume)
+        check_study_dir(config, resume, shared)
         return resume
     experiment_dir = config.output.runs_dir / config.experiment
     experiment_dir.mkdir(parents=True, exist_ok=True)
@@ -58,8 +62,8 @@ def open_study_dir(config: Config, resume: Path | None) -> Path:
     raise RunError(f"{experiment_dir}: could not find a free study folder name for {stamp}")
 
 
-def check_study_dir(config: Config, study_dir: Path) -> None:
-    if not (study_dir / files.STUDY_DB).is_file() or not (study_dir / files.STUDY_CONFIG).is_file():
+def check_study_dir(config: Config, study_dir: Path, shared: bool = False) -> None:
+    if (not shared and not (study_dir / files.STUDY_DB).is_file()) or not (study_dir / files.STUDY_CONFIG).is_file():
         raise RunError(f"{study_dir}: not a textclf study folder (no {files.STUDY_DB} or {files.STUDY_CONFIG}); "
                        f"pass a folder made by textclf tune, such as runs/<experiment>/tune-<id>")
     stored = load_config(study_dir / files.STUDY_CONFIG)
@@ -69,23 +73,82 @@ def check_study_dir(config: Config, study_dir: Path) -> None:
                           f"a study continues with the config it began with (start a new study to change it)")
 
 
-def open_study(study_dir: Path, config: Config, worker: int) -> Any:
+def open_study(study_dir: Path, config: Config, worker: int, shared_storage: Any = None,
+               study_name: str | None = None) -> tuple[Any, bool]:
+    """(the study, whether this process created it): the study in the folder's SQLite database, or `study_name`
+    in a shared database (open_storage) that the tune commands of several machines create or join."""
     optuna = import_optuna()
-    storage = optuna.storages.RDBStorage(
-        sqlite_url(study_dir / files.STUDY_DB),
-        engine_kwargs={"connect_args": {"timeout": 60}},  # wait for another process's write instead of failing
-        heartbeat_interval=60, grace_period=180,  # a trial whose process died elsewhere is marked failed later
-    )
-    study = optuna.create_study(
-        storage=storage, study_name=STUDY_NAME, load_if_exists=True,
-        direction="minimize" if config.train.monitor == "valid_loss" else "maximize",
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=PRUNER_STARTUP_TRIALS, n_warmup_steps=PRUNE_FROM_EPOCH),
-    )
-    # seeded for repeatable studies, but never replaying the draws of an earlier process of the same study
-    study.sampler = optuna.samplers.TPESampler(seed=config.seed + 1000 * worker + len(study.trials),
+    shared = shared_storage is not None
+    storage = shared_storage if shared else open_storage(sqlite_url(study_dir / files.STUDY_DB), shared=False)
+    direction = "minimize" if config.train.monitor == "valid_loss" else "maximize"
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=PRUNER_STARTUP_TRIALS, n_warmup_steps=PRUNE_FROM_EPOCH)
+    name = study_name or STUDY_NAME
+    try:  # not load_if_exists: that tells the creator apart, and workers that start at once all get the study
+        study, created = optuna.create_study(storage=storage, study_name=name, direction=direction, pruner=pruner), True
+    except optuna.exceptions.DuplicatedStudyError:
+        study, created = optuna.load_study(storage=storage, study_name=name, pruner=pruner), False
+    if study.direction.name.lower() != direction:
+        raise ConfigError(f"--study {name}: the study was created to {study.direction.name.lower()} its metric, but "
+                          f"train.monitor {config.train.monitor} is to {direction}; use another study name")
+    # seeded for repeatable studies, but never replaying the draws of an earlier process of the same study; the
+    # workers of a shared study start at once with one config, so each machine and process draws its own values
+    offset = zlib.crc32(f"{HOST}:{os.getpid()}".encode()) if shared else 0
+    study.sampler = optuna.samplers.TPESampler(seed=(config.seed + 1000 * worker + len(study.trials) + offset) % 2**32,
                                                n_startup_trials=STARTUP_TRIALS, multivariate=True,
                                                constant_liar=True)
-    return study
+    return study, created
+
+
+def open_storage(url: str, shared: bool) -> Any:
+    """Optuna's RDBStorage on `url`; a bad URL, a missing driver or an unreachable server is one clear error that
+    shows the URL without its password."""
+    import sqlalchemy.exc
+    from sqlalchemy.engine import make_url
+
+    try:
+        parsed = make_url(url)
+    except (sqlalchemy.exc.ArgumentError, ValueError) as exc:
+        raise ConfigError(f"--storage: not a database URL ({first_line(exc)}); expected e.g. "
+                          f"postgresql://user:password@host:5432/database") from None
+    shown = parsed.render_as_string(hide_password=True)
+    try:
+        for _ in range(STORAGE_ATTEMPTS - 1):
+            try:
+                return rdb_storage(url, parsed.get_backend_name())
+            except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+                # workers that start at once race to create Optuna's tables (a duplicate table or version row)
+                if not shared:
+                    raise
+                time.sleep(0.5)
+        return rdb_storage(url, parsed.get_backend_name())
+    except (ImportError, sqlalchemy.exc.NoSuchModuleError) as exc:
+        raise ConfigError(f"--storage {shown}: no database driver for {parsed.drivername} "
+                          f"({first_line(exc.__cause__ or exc)}); for PostgreSQL: pip install 'psycopg[binary]' "
+                          f"(textclf's postgres extra)") from None
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        raise RunError(f"--storage {shown}: cannot use the database: {first_line(getattr(exc, 'orig', None) or exc)}"
+                       ) from None
+
+
+def rdb_storage(url: str, backend: str) -> Any:
+    # SQLite: wait for another process's write instead of failing; PostgreSQL: give up on an unreachable server soon
+    connect_args = {"sqlite": {"timeout": 60}, "postgresql": {"connect_timeout": 10}}.get(backend, {})
+    return import_optuna().storages.RDBStorage(
+        url, engine_kwargs={"connect_args": connect_args, "pool_pre_ping": True},
+        heartbeat_interval=60, grace_period=180,  # a trial whose process died elsewhere is marked failed later
+    )
+
+
+def shown_url(url: str) -> str:
+    """The URL as logs may show it: its password, if any, as ***."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def sqlite_url(path: Path) -> str:

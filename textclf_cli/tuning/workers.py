@@ -13,6 +13,8 @@ from textclf_cli import files
 from textclf_cli.config import Config
 from textclf_cli.console import log
 
+STORAGE_ENV = "TEXTCLF_TUNE_STORAGE"  # what tune's --storage defaults to
+
 
 def start_workers(config: Config, options: Any, study_dir: Path) -> list[subprocess.Popen]:
     """jobs - 1 more `tune --resume` processes on the same study; this process runs trials too."""
@@ -24,6 +26,8 @@ def start_workers(config: Config, options: Any, study_dir: Path) -> list[subproc
         command += ["--trials", str(options.trials)]
     if options.timeout is not None:
         command += ["--timeout", f"{max(1.0, options.timeout):.0f}"]
+    if options.study_name is not None:  # the URL goes by environment: a password stays out of `ps`
+        command += ["--study", options.study_name]
     gpus, threads = share_devices(config, options.jobs)
     if threads:
         import torch
@@ -32,6 +36,8 @@ def start_workers(config: Config, options: Any, study_dir: Path) -> list[subproc
     workers = []
     for index in range(1, options.jobs):
         env = dict(os.environ)
+        if options.storage is not None:
+            env[STORAGE_ENV] = options.storage
         if threads:
             env["OMP_NUM_THREADS"] = str(threads)
         if gpus:
