@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
@@ -148,6 +150,9 @@ class DistributedContext:
 Processes = SingleProcess | DistributedContext  # what train.py and loop.py take; is_main says who writes files
 
 
+DIST_TIMEOUT_ENV = "TEXTCLF_DIST_TIMEOUT"
+
+
 def is_distributed_launch() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
@@ -167,13 +172,63 @@ def distributed_context(config: Config) -> Iterator[Processes]:
     backend = "nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    dist.init_process_group(backend=backend)
+    timeout = dist_timeout()
+    dist.init_process_group(backend=backend, timeout=timeout)
     if rank != 0:  # rank 0 speaks for the run; the others only report warnings and errors
         console.setup_logging(quiet=True)
+    failed = False
     try:
         yield DistributedContext(rank, local_rank, world_size, device, config.seed)
+    except TextclfError:
+        failed = True
+        raise
+    except Exception as exc:
+        failed = True
+        if _lost_a_peer(exc):
+            raise RunError(_lost_peer_message(rank, exc, timeout)) from exc
+        raise
     finally:
-        dist.destroy_process_group()
+        if not failed:
+            dist.destroy_process_group()
+        # after a failure the group is left to the process's exit: tearing it down can wait on the dead peer
+
+
+def dist_timeout() -> timedelta | None:
+    """TEXTCLF_DIST_TIMEOUT (seconds): how long a collective waits for the other processes before failing; unset,
+    torch's default (30 minutes with gloo, 10 with NCCL)."""
+    raw = os.environ.get(DIST_TIMEOUT_ENV, "").strip()
+    if not raw:
+        return None
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise ConfigError(f"{DIST_TIMEOUT_ENV}={raw!r}: expected a positive number of seconds, e.g. 600")
+    return timedelta(seconds=seconds)
+
+
+def _lost_a_peer(exc: BaseException) -> bool:
+    """A collective that failed because another process is gone (killed, its node down) or unreachable."""
+    import torch.distributed as dist
+
+    if isinstance(exc, dist.DistError):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and any(sign in text for sign in _PEER_FAILURE_SIGNS)
+
+
+_PEER_FAILURE_SIGNS = ("connection closed by peer", "connection reset by peer", "broken pipe", "timed out",
+                       "timeout", "gloo", "nccl")
+
+
+def _lost_peer_message(rank: int, exc: BaseException, timeout: timedelta | None) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    detail = re.sub(r"^\[[^\]]*\]\s*", "", text).split(". ")[0][:200]  # gloo's "[file.cc:553] " prefix, one sentence
+    waited = f"{timeout.total_seconds():g}s" if timeout is not None else "torch's default timeout"
+    return (f"rank {rank} lost contact with the other processes: a peer process died or the network failed "
+            f"({type(exc).__name__}: {detail}; collectives wait {waited}, set by {DIST_TIMEOUT_ENV}); "
+            f"resume with: textclf train CONFIG --resume RUN")
 
 
 def _shard_bounds(total: int, world_size: int) -> list[tuple[int, int]]:
