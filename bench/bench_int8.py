@@ -51,7 +51,8 @@ def predict_file(model: Path, test: Path, output: Path) -> float:
 def accuracy(predictions: Path, test: Path) -> float:
     with test.open(encoding="utf-8", newline="") as handle:
         gold = [row["label"] for row in csv.DictReader(handle) if row["text"].strip()]
-    got = [json.loads(line)["label"] for line in predictions.read_text(encoding="utf-8").splitlines()]
+    # split on "\n" alone: a review may hold U+2028, which str.splitlines() would also split on
+    got = [json.loads(line)["label"] for line in predictions.read_text(encoding="utf-8").split("\n") if line]
     assert len(got) == len(gold), (len(got), len(gold))
     return sum(a == b for a, b in zip(got, gold)) / len(gold)
 
@@ -75,7 +76,7 @@ def main() -> None:
     args = parser.parse_args()
     work = args.run_dir / "bench-int8"
     work.mkdir(exist_ok=True)
-    test = imdb_test_csv(args.imdb, work / "test.csv") if args.imdb else args.test
+    test = args.test or (work / "test.csv" if (work / "test.csv").is_file() else imdb_test_csv(args.imdb, work / "test.csv"))
     models = {}
     for level, options in (("fp32", []), ("int8", ["--quantize", "int8"])):
         models[level] = Path(textclf("export", str(args.run_dir), "--format", "onnx", *options).stdout.strip())
@@ -83,7 +84,7 @@ def main() -> None:
     for _ in range(args.rounds):  # alternating: both see the same load
         for level, model in models.items():
             seconds[level].append(predict_file(model, test, work / f"{level}.jsonl"))
-    texts = sum(1 for _ in (work / "fp32.jsonl").open(encoding="utf-8"))
+    texts = (work / "fp32.jsonl").read_text(encoding="utf-8").count("\n")
     rows = {level: {"size": model.stat().st_size, "per_s": texts / statistics.median(seconds[level]),
                     "cold": cold_start(model), "accuracy": accuracy(work / f"{level}.jsonl", test)}
             for level, model in models.items()}

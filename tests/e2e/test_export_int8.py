@@ -38,7 +38,7 @@ def test_int8_agrees_with_fp32_and_is_smaller(run_dir: Path) -> None:
 
     eight_bit = (onnx.TensorProto.INT8, onnx.TensorProto.UINT8)
     quantized = {i.name.split(".", 1)[-1] for i in onnx.load(int8).graph.initializer if i.data_type in eight_bit}
-    # the embeddings, the n-gram table, the convolutions and the output layer hold int8 weights (on a model this
+    # the embeddings, the n-gram table and the output layer hold int8 weights (on a model this
     # tiny the quantization's own scales outweigh the saving; bench/RESULTS.md has the sizes of real ones)
     assert any(name.endswith("network.embedding.weight_quantized") for name in quantized)
     assert any(name.endswith("ngram.weight_quantized") for name in quantized)
