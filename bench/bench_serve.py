@@ -195,8 +195,8 @@ def section(cli: dict, single: dict, batch: dict, promotion: dict | None, args: 
     lines = [BEGIN, "", "## Serving under load (`textclf serve`)", "",
              f"`PYTHONPATH=. python bench/bench_serve.py {args.experiment} --archive {args.archive} --write` on "
              f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores shared with the load generator "
-             f"(and, while this ran, with another developer's jobs: the figures are noisy; compare the ratios, "
-             f"taken in this one run). Model: the best run of `{args.experiment}` served with defaults "
+             f"(load average {os.getloadavg()[0]:.1f} when the section was written; machines are shared, so "
+             f"compare the ratios, taken in this one run). Model: the best run of `{args.experiment}` served with defaults "
              f"(--max-batch 256, --max-wait-ms 5); texts: IMDb test reviews.", "",
              "| load | requests/s | texts/s | p50 ms | p99 ms | errors |", "|---|---:|---:|---:|---:|---:|",
              f"| 16 clients, 1 text per request, {args.duration:.0f} s | {single['requests_per_s']:,.0f} | "
