@@ -179,12 +179,14 @@ def parse_request(body: bytes) -> PredictRequest:
 
 
 def invalid_request(errors: list[dict[str, Any]]) -> ApiError:
-    """400 for a body that is not JSON, 422 naming the first field that is wrong (all of them in detail)."""
+    """400 for a body that is not JSON, 422 naming a field that is wrong (all of them in detail)."""
     problems = [validation_problem(error) for error in errors]
     if any(problem["type"] == "json_invalid" for problem in problems):
         return ApiError(400, f"malformed JSON: {problems[0]['message']}; the body must be a JSON object such as "
                              '{"texts": ["a text"]}', problems)
-    first = problems[0]
+    # an unknown field first: `text` for `texts` is a typo, and the missing field it leaves is its echo
+    # (pydantic's own order of the two differs between versions)
+    first = min(problems, key=lambda problem: problem["type"] != "extra_forbidden")
     return ApiError(422, f"{first['field']}: {first['message']}", problems)
 
 
