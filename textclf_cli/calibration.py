@@ -4,6 +4,7 @@ calibration evaluate reports (ECE, Brier score, the reliability table, accuracy 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -91,7 +92,11 @@ def reliability_table(probs: np.ndarray, targets: np.ndarray, multilabel: bool =
 def expected_calibration_error(probs: np.ndarray, targets: np.ndarray, multilabel: bool = False,
                                bins: int = ECE_BINS) -> float:
     """Top-label ECE over equal-width bins: sum over bins of (share of predictions) * |accuracy - confidence|."""
-    table = reliability_table(probs, targets, multilabel, bins)
+    return ece_of(reliability_table(probs, targets, multilabel, bins))
+
+
+def ece_of(table: list[dict[str, float]]) -> float:
+    """The ECE of a reliability table."""
     total = sum(row["count"] for row in table)
     if total == 0:
         return 0.0
@@ -121,15 +126,20 @@ def risk_coverage(probs: np.ndarray, targets: np.ndarray, coverages: tuple[float
 
 
 def calibration_report(logits: np.ndarray, targets: np.ndarray, temperature: float, multilabel: bool
-                       ) -> dict[str, float]:
-    """ECE, Brier score and NLL with the temperature (what predict gives) and without it (T = 1)."""
+                       ) -> tuple[dict[str, Any], np.ndarray]:
+    """(ECE, Brier score, NLL and the reliability table with the temperature (what predict gives) and without it
+    (T = 1); the calibrated probabilities), each probability array and table computed once."""
     calibrated, raw = probabilities(logits, temperature, multilabel), probabilities(logits, 1.0, multilabel)
-    return {
+    table, raw_table = reliability_table(calibrated, targets, multilabel), reliability_table(raw, targets, multilabel)
+    report = {
         "temperature": temperature,
-        "ece": expected_calibration_error(calibrated, targets, multilabel),
-        "ece_uncalibrated": expected_calibration_error(raw, targets, multilabel),
+        "ece": ece_of(table),
+        "ece_uncalibrated": ece_of(raw_table),
         "brier": brier_score(calibrated, targets, multilabel),
         "brier_uncalibrated": brier_score(raw, targets, multilabel),
         "nll": negative_log_likelihood(logits, targets, temperature, multilabel),
         "nll_uncalibrated": negative_log_likelihood(logits, targets, 1.0, multilabel),
+        "reliability": table,
+        "reliability_uncalibrated": raw_table,
     }
+    return report, calibrated

@@ -13,7 +13,7 @@ import torch
 
 from textclf_cli import files
 from textclf_cli.atomic import write_text_atomic
-from textclf_cli.calibration import calibration_report, probabilities, reliability_table, risk_coverage
+from textclf_cli.calibration import calibration_report, risk_coverage
 from textclf_cli.config import Config, validate_config
 from textclf_cli.console import log
 from textclf_cli.data.encoding import encode_stream, encode_texts
@@ -116,10 +116,7 @@ def calibration_metrics(loaded: LoadedModel, targets: np.ndarray, logits: np.nda
     the accuracy at each coverage. `logits` are the calibrated ones the model gives (already divided by T)."""
     multilabel = loaded.task == "multilabel"
     raw = logits.astype(np.float64) * loaded.temperature
-    report = calibration_report(raw, targets, loaded.temperature, multilabel)
-    calibrated, uncalibrated = (probabilities(raw, t, multilabel) for t in (loaded.temperature, 1.0))
-    report["reliability"] = reliability_table(calibrated, targets, multilabel)
-    report["reliability_uncalibrated"] = reliability_table(uncalibrated, targets, multilabel)
+    report, calibrated = calibration_report(raw, targets, loaded.temperature, multilabel)
     extra: dict[str, Any] = {"calibration": report}
     if not multilabel:
         extra["risk_coverage"] = risk_coverage(calibrated, targets)
