@@ -35,7 +35,7 @@ def calibrate_best(run_dir: Path, config: Config, data: PreparedData) -> float |
     temperature = fit_temperature(logits, targets, multilabel)
     before, after = (negative_log_likelihood(logits, targets, t, multilabel) for t in (1.0, temperature))
     best_path = checkpoints / files.BEST_CHECKPOINT
-    best = load_checkpoint(best_path)
+    best = loaded.checkpoint if measured == best_path else load_checkpoint(best_path)  # read once
     if multilabel:  # the same decisions: p >= t  <=>  sigmoid(z / T) >= sigmoid(logit(t) / T)
         best["thresholds"] = [moved_threshold(t, temperature) for t in best["thresholds"]]
     best["temperature"] = temperature
