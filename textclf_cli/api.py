@@ -12,6 +12,7 @@ imported only when a checkpoint is loaded or a model trained: an ONNX export pre
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -159,6 +160,4 @@ def _texts(texts: Sequence[str]) -> list[str]:
 
 
 def _yaml_value(value: Any) -> str:
-    import json
-
     return json.dumps(value)  # JSON is YAML: --set parses the value as YAML
